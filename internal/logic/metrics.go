@@ -1,0 +1,25 @@
+package logic
+
+import "github.com/prometheus/client_golang/prometheus"
+
+type metrics struct {
+	sent        prometheus.Counter
+	dups        prometheus.Counter
+	sendSeconds prometheus.Histogram
+}
+
+func newMetrics(reg prometheus.Registerer) metrics {
+	m := metrics{
+		sent: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pim_send_total", Help: "Send requests acknowledged (including duplicates)."}),
+		dups: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pim_send_duplicates_total", Help: "Sends answered with an earlier ack (client resends)."}),
+		sendSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "pim_send_seconds", Help: "Time from receiving a send to its durable ack.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.sent, m.dups, m.sendSeconds)
+	}
+	return m
+}

@@ -1,0 +1,216 @@
+// Package store defines the storage contract of PIM: conversations with
+// gap-free sequences, per-user timelines (the article's offline message lists),
+// per-device cursors and group membership.
+//
+// Every implementation (pebble/ now, postgres/ later) must keep this contract,
+// and proves it by passing the conformance suite in storetest/.
+//
+// The contract:
+//
+//  1. Atomicity. Send, CreateGroup, AddMembers and RemoveMembers each either
+//     happen completely (the message, its dedup index entry, the conversation
+//     seq, membership changes and one timeline event per recipient) or not at
+//     all, whatever crash happens when.
+//  2. Durability. When one of those returns nil (and the store was opened in a
+//     durable mode), the write survives a process or machine crash. Concurrent
+//     calls may share one fsync (group commit).
+//  3. Idempotency. Send with a (Sender, Device, ClientMsgID) that was already
+//     stored returns the original message with Duplicate set and writes
+//     nothing, even after a restart.
+//  4. Gap-free order. Conversation seqs are 1, 2, 3, ... per conversation and
+//     user seqs are 1, 2, 3, ... per user, with no gap and no reuse, under any
+//     concurrency; the order of seqs in a conversation agrees with the order
+//     of user seqs in every member's timeline.
+//  5. Membership. A message is appended to the timeline of exactly the users
+//     who are members of its conversation when it is sequenced (membership is
+//     read in the same serialization as the seq). A direct conversation
+//     "d:<a>:<b>" has exactly users a and b as members, from seq 1; it exists
+//     implicitly. A user's visible range in a group starts at the seq of the
+//     membership message that added them (JoinSeq).
+//  6. Monotonic cursors. Ack never moves a device's cursor backwards and never
+//     past the user's head; cursors are independent per device.
+//  7. Epoch. Epoch is a random id created with the data and stable across
+//     reopen; a restored or replaced data set has a different one.
+//
+// Messages and events are the wire types (pimv1); the store owns the values
+// it returns only until the caller changes them, so callers must not mutate
+// them in place.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	pimv1 "github.com/pim-project/pim/proto/pim/v1"
+)
+
+var (
+	// ErrNotFound: the conversation or group does not exist.
+	ErrNotFound = errors.New("store: not found")
+	// ErrNotMember: the acting user is not a member of the conversation.
+	ErrNotMember = errors.New("store: not a member")
+	// ErrExists: a group with that id already exists.
+	ErrExists = errors.New("store: already exists")
+	// ErrGroupTooLarge: the change would take a group past its maximum size.
+	ErrGroupTooLarge = errors.New("store: group too large")
+	// ErrClosed: the store was closed.
+	ErrClosed = errors.New("store: closed")
+)
+
+// SendRequest is one message to sequence and store.
+type SendRequest struct {
+	Conv        string // "d:<a>:<b>" or "g:<id>"
+	Sender      string
+	Device      string
+	ClientMsgID string
+	MsgID       string // server-assigned, unique
+	Type        pimv1.MessageType
+	Body        []byte
+	ClientTime  int64
+	ServerTime  int64
+	ClientSeq   uint64
+}
+
+// Delivery is one timeline event written for one user.
+type Delivery struct {
+	User  string
+	Event *pimv1.Event
+}
+
+// Result is the outcome of a write that sequences a message.
+type Result struct {
+	// Message is the stored message (the original one for a duplicate).
+	Message *pimv1.Message
+	// Duplicate is set when the message had been stored before; nothing was written.
+	Duplicate bool
+	// Deliveries are the timeline events written, one per recipient, to be
+	// pushed to online devices. Empty for a duplicate.
+	Deliveries []Delivery
+}
+
+// GroupChange creates a group or changes its membership. The store writes a
+// membership message (type GROUP_CREATED, MEMBERS_ADDED or MEMBERS_REMOVED)
+// from Actor into the group's conversation and delivers it.
+type GroupChange struct {
+	Group      string // "g:<id>"
+	Actor      string // must be a member (except for CreateGroup, where Actor becomes the owner)
+	Device     string
+	Users      []string
+	MsgID      string
+	ServerTime int64
+	// MaxMembers caps the group's size after the change (0: no cap).
+	MaxMembers int
+}
+
+// Member is one user's membership in a conversation.
+type Member struct {
+	User    string
+	JoinSeq uint64 // the seq of the membership message that added the user (0 for direct)
+	Role    string // "owner" or "member"
+}
+
+// Store is the storage engine. All methods are safe for concurrent use.
+type Store interface {
+	// Send sequences and stores one message and appends it to the timeline
+	// of every member of req.Conv. ErrNotMember if the sender is not a member;
+	// ErrNotFound if the group does not exist.
+	Send(ctx context.Context, req SendRequest) (Result, error)
+
+	// CreateGroup creates ch.Group with ch.Actor as owner and ch.Users as
+	// members (duplicates ignored). ErrExists if the id is taken.
+	CreateGroup(ctx context.Context, ch GroupChange) (Result, error)
+	// AddMembers adds the users who are not members yet. When none is new it
+	// writes nothing and returns a Result with a nil Message.
+	AddMembers(ctx context.Context, ch GroupChange) (Result, error)
+	// RemoveMembers removes the users who are members. The membership message
+	// is delivered to the remaining members and to the removed users (so
+	// they learn of it); later messages are not. When none of the users is a
+	// member it writes nothing and returns a Result with a nil Message.
+	RemoveMembers(ctx context.Context, ch GroupChange) (Result, error)
+
+	// Members lists a conversation's current members, ordered by user.
+	Members(ctx context.Context, conv string) ([]Member, error)
+	// Membership reports whether user is a member of conv now.
+	Membership(ctx context.Context, conv, user string) (Member, bool, error)
+
+	// Timeline returns up to limit events of user with user_seq > after, in
+	// order, each with its message filled in, and the user's head user seq.
+	Timeline(ctx context.Context, user string, after uint64, limit int) (events []*pimv1.Event, head uint64, err error)
+	// Head returns the user's highest user seq (0 if none).
+	Head(ctx context.Context, user string) (uint64, error)
+
+	// History returns up to limit messages of conv with from <= seq < before
+	// (before == 0 means no upper bound), the newest ones, in ascending seq
+	// order, and whether older messages with seq >= from exist.
+	History(ctx context.Context, conv string, from, before uint64, limit int) (msgs []*pimv1.Message, more bool, err error)
+
+	// Ack moves (user, device)'s cursor to max(cursor, min(userSeq, head)) and
+	// returns the new cursor. Acks need not be durable: losing one only causes
+	// a redelivery that the client drops.
+	Ack(ctx context.Context, user, device string, userSeq uint64) (uint64, error)
+	// Cursor returns (user, device)'s cursor (0 if none).
+	Cursor(ctx context.Context, user, device string) (uint64, error)
+
+	// Epoch returns the data set's epoch.
+	Epoch() string
+	// Close flushes and releases the store. Calls after Close return ErrClosed.
+	Close() error
+}
+
+// DirectConv returns the conversation id of the 1:1 conversation between a and b.
+func DirectConv(a, b string) string {
+	if b < a {
+		a, b = b, a
+	}
+	return "d:" + a + ":" + b
+}
+
+// ParseDirect returns the two users of a direct conversation id.
+func ParseDirect(conv string) (a, b string, ok bool) {
+	rest, ok := strings.CutPrefix(conv, "d:")
+	if !ok {
+		return "", "", false
+	}
+	a, b, ok = strings.Cut(rest, ":")
+	if !ok || a == "" || b == "" || b < a || strings.Contains(b, ":") {
+		return "", "", false
+	}
+	return a, b, true
+}
+
+// IsGroup reports whether conv names a group conversation.
+func IsGroup(conv string) bool {
+	return strings.HasPrefix(conv, "g:") && len(conv) > 2
+}
+
+// ValidID reports whether s is a valid user, device or group-suffix id:
+// 1-64 characters of [A-Za-z0-9._@-].
+func ValidID(s string) bool {
+	if len(s) == 0 || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case c == '.', c == '_', c == '-', c == '@':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// ValidateConv checks that conv is a well-formed conversation id.
+func ValidateConv(conv string) error {
+	if a, b, ok := ParseDirect(conv); ok {
+		if ValidID(a) && ValidID(b) {
+			return nil
+		}
+	} else if IsGroup(conv) && ValidID(conv[2:]) {
+		return nil
+	}
+	return fmt.Errorf("invalid conversation id %q", conv)
+}

@@ -164,3 +164,10 @@ func (k *Keys) AdminKey() string { return k.admin }
 func (k *Keys) IsAdmin(key string) bool {
 	return subtle.ConstantTimeCompare([]byte(key), []byte(k.admin)) == 1
 }
+
+// WithClock returns a copy of k that reads time from now (for tests and tools).
+func (k *Keys) WithClock(now func() time.Time) *Keys {
+	c := *k
+	c.now = now
+	return &c
+}

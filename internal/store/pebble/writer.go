@@ -1,0 +1,668 @@
+// The writer: the single goroutine that sequences every write.
+//
+// Invariants:
+//   - Only the writer goroutine assigns conversation and user seqs and
+//     changes membership; it is started by Open and ends when Close closes
+//     quit, after which every op it did not take fails with store.ErrClosed.
+//   - The writer's caches (conversation heads, user heads, group membership)
+//     hold the committed state plus the effects of the ops already applied to
+//     the batch being built, never anything else: an op changes them only
+//     after all its checks passed, and a failed commit drops them all (they
+//     are reloaded from Pebble on demand).
+//   - One group commit = one Pebble batch: the ops taken in one round are
+//     applied in order (each sees the effects of the earlier ones, including
+//     dedup entries and membership changes), committed together with the
+//     store's write options, and only then answered.
+//   - A batch is published to reads (Store.publish) after its commit
+//     returned and before any of its ops is answered, so a writer reads its
+//     own writes and no reader sees a batch that is not durable.
+//   - An op is answered exactly once, by closing its done channel after its
+//     res and err are set.
+package pebblestore
+
+import (
+	"context"
+	"fmt"
+	"slices"
+
+	"github.com/cockroachdb/pebble/v2"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/pim-project/pim/internal/store"
+	pimv1 "github.com/pim-project/pim/proto/pim/v1"
+)
+
+// Cache bounds: past these, a cache is dropped after a commit (it is
+// reloaded from Pebble on demand).
+const (
+	maxCachedHeads  = 1 << 18
+	maxCachedGroups = 1 << 14
+)
+
+type opKind uint8
+
+const (
+	opSend opKind = iota
+	opCreate
+	opAdd
+	opRemove
+)
+
+func (k opKind) String() string {
+	return [...]string{"send", "create group", "add members", "remove members"}[k]
+}
+
+// op is one write waiting for the writer.
+type op struct {
+	ctx  context.Context
+	kind opKind
+	send store.SendRequest
+	ch   store.GroupChange
+
+	res  store.Result
+	err  error
+	done chan struct{}
+}
+
+// submit hands o to the writer and waits for its answer.
+func (s *Store) submit(ctx context.Context, o *op) (store.Result, error) {
+	if err := ctx.Err(); err != nil {
+		return store.Result{}, err
+	}
+	o.ctx = ctx
+	o.done = make(chan struct{})
+	select {
+	case <-s.quit:
+		return store.Result{}, store.ErrClosed
+	default:
+	}
+	select {
+	case s.ops <- o:
+	case <-s.quit:
+		return store.Result{}, store.ErrClosed
+	case <-ctx.Done():
+		return store.Result{}, ctx.Err()
+	}
+	select {
+	case <-o.done:
+		return o.res, o.err
+	case <-s.writerDone:
+		// The writer closes done before writerDone, so this check is exact.
+		select {
+		case <-o.done:
+			return o.res, o.err
+		default:
+			return store.Result{}, store.ErrClosed
+		}
+	case <-ctx.Done():
+		select {
+		case <-o.done:
+			return o.res, o.err
+		default:
+			// The op may still be committed: a retry with the same client
+			// msg id finds it.
+			return store.Result{}, ctx.Err()
+		}
+	}
+}
+
+// group is the writer's cached view of a group conversation.
+type group struct {
+	exists  bool
+	members map[string]store.Member
+	sorted  []string // member ids in order; nil when it must be rebuilt
+}
+
+func (g *group) users() []string {
+	if g.sorted == nil {
+		g.sorted = make([]string, 0, len(g.members))
+		for u := range g.members {
+			g.sorted = append(g.sorted, u)
+		}
+		slices.Sort(g.sorted)
+	}
+	return g.sorted
+}
+
+// writer owns the overlay. Only its goroutine touches it.
+type writer struct {
+	s  *Store
+	db *pebble.DB
+
+	convHead map[string]uint64
+	userHead map[string]uint64
+	groups   map[string]*group
+
+	// Per batch: the dedup entries and messages written by this batch.
+	pendDedup map[string]ref
+	pendMsgs  map[ref]*pimv1.Message
+	// batchErr is set when writing into the batch failed: the batch is
+	// then unusable and must not be committed.
+	batchErr error
+}
+
+func newWriter(s *Store) *writer {
+	w := &writer{s: s, db: s.db}
+	w.dropCaches()
+	w.pendDedup = make(map[string]ref)
+	w.pendMsgs = make(map[ref]*pimv1.Message)
+	return w
+}
+
+func (w *writer) dropCaches() {
+	w.convHead = make(map[string]uint64)
+	w.userHead = make(map[string]uint64)
+	w.groups = make(map[string]*group)
+}
+
+func (w *writer) run() {
+	defer close(w.s.writerDone)
+	batch := make([]*op, 0, maxBatch)
+	for {
+		select {
+		case <-w.s.quit:
+			w.failQueued()
+			return
+		default:
+		}
+		select {
+		case o := <-w.s.ops:
+			batch = append(batch[:0], o)
+		case <-w.s.quit:
+			w.failQueued()
+			return
+		}
+	drain:
+		for len(batch) < maxBatch {
+			select {
+			case o := <-w.s.ops:
+				batch = append(batch, o)
+			default:
+				break drain
+			}
+		}
+		w.commit(batch)
+		clear(batch) // drop references to answered ops
+	}
+}
+
+// failQueued answers every op still queued with ErrClosed. Ops queued after
+// it ran are answered by submit, which sees writerDone.
+func (w *writer) failQueued() {
+	for {
+		select {
+		case o := <-w.s.ops:
+			o.err = store.ErrClosed
+			close(o.done)
+		default:
+			return
+		}
+	}
+}
+
+// commit applies ops in order to one batch, commits it and answers them.
+func (w *writer) commit(ops []*op) {
+	b := w.db.NewBatch()
+	defer b.Close()
+	clear(w.pendDedup)
+	clear(w.pendMsgs)
+	w.batchErr = nil
+	for _, o := range ops {
+		if err := o.ctx.Err(); err != nil {
+			o.err = err // abandoned before it was sequenced: write nothing
+			continue
+		}
+		switch o.kind {
+		case opSend:
+			o.res, o.err = w.send(b, &o.send)
+		case opCreate:
+			o.res, o.err = w.createGroup(b, &o.ch)
+		case opAdd:
+			o.res, o.err = w.addMembers(b, &o.ch)
+		case opRemove:
+			o.res, o.err = w.removeMembers(b, &o.ch)
+		}
+		if w.batchErr != nil {
+			break
+		}
+	}
+	err := w.batchErr
+	if err == nil && !b.Empty() {
+		if h := w.s.testHookCommit; h != nil {
+			err = h(len(ops))
+		}
+		if err == nil {
+			err = b.Commit(w.s.wopts)
+		}
+	}
+	if err != nil {
+		// Nothing of this batch is stored: drop every cached value it may
+		// have advanced, and fail all its ops (even those answered from
+		// state an earlier op of the batch created).
+		w.dropCaches()
+		err = fmt.Errorf("pebble store: commit: %w", err)
+		w.s.log.Error("commit failed", "ops", len(ops), "err", err)
+		for _, o := range ops {
+			o.res, o.err = store.Result{}, err
+		}
+	} else {
+		if !b.Empty() {
+			if h := w.s.testHookCommitted; h != nil {
+				h()
+			}
+			w.s.publish()
+		}
+		if len(w.convHead) > maxCachedHeads {
+			w.convHead = make(map[string]uint64)
+		}
+		if len(w.userHead) > maxCachedHeads {
+			w.userHead = make(map[string]uint64)
+		}
+		if len(w.groups) > maxCachedGroups {
+			w.groups = make(map[string]*group)
+		}
+	}
+	clear(w.pendDedup)
+	clear(w.pendMsgs)
+	for _, o := range ops {
+		close(o.done)
+	}
+}
+
+// set writes into the batch, recording a failure in batchErr.
+func (w *writer) set(b *pebble.Batch, k, v []byte) {
+	if err := b.Set(k, v, nil); err != nil && w.batchErr == nil {
+		w.batchErr = err
+	}
+}
+
+func (w *writer) del(b *pebble.Batch, k []byte) {
+	if err := b.Delete(k, nil); err != nil && w.batchErr == nil {
+		w.batchErr = err
+	}
+}
+
+// convHeadOf returns conv's head, in the batch's view.
+func (w *writer) convHeadOf(conv string) (uint64, error) {
+	if h, ok := w.convHead[conv]; ok {
+		return h, nil
+	}
+	h, err := lastSeq(w.db, msgPrefix(conv))
+	if err != nil {
+		return 0, err
+	}
+	w.convHead[conv] = h
+	return h, nil
+}
+
+// loadUserHeads makes sure the heads of users are cached.
+func (w *writer) loadUserHeads(users []string) error {
+	for _, u := range users {
+		if _, ok := w.userHead[u]; ok {
+			continue
+		}
+		h, err := lastSeq(w.db, userPrefix(u))
+		if err != nil {
+			return err
+		}
+		w.userHead[u] = h
+	}
+	return nil
+}
+
+// groupOf returns conv's group state, in the batch's view.
+func (w *writer) groupOf(conv string) (*group, error) {
+	if g, ok := w.groups[conv]; ok {
+		return g, nil
+	}
+	g := &group{members: make(map[string]store.Member)}
+	meta, err := get(w.db, groupKey(conv))
+	if err != nil {
+		return nil, err
+	}
+	if meta != nil {
+		g.exists = true
+		p := memberPrefix(conv)
+		it, err := w.db.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)})
+		if err != nil {
+			return nil, err
+		}
+		for ok := it.First(); ok; ok = it.Next() {
+			u := string(it.Key()[len(p):])
+			m, err := decodeMember(u, it.Value())
+			if err != nil {
+				it.Close()
+				return nil, err
+			}
+			g.members[u] = m
+		}
+		if err := it.Close(); err != nil {
+			return nil, err
+		}
+	}
+	w.groups[conv] = g
+	return g, nil
+}
+
+// findDuplicate returns the message stored under the dedup key, if any.
+func (w *writer) findDuplicate(dk []byte) (*pimv1.Message, error) {
+	r, ok := w.pendDedup[string(dk)]
+	if ok {
+		return w.pendMsgs[r], nil
+	}
+	v, err := get(w.db, dk)
+	if err != nil || v == nil {
+		return nil, err
+	}
+	if r, err = decodeRef(v); err != nil {
+		return nil, err
+	}
+	raw, err := get(w.db, msgKey(r.conv, r.seq))
+	if err != nil {
+		return nil, err
+	}
+	if raw == nil {
+		return nil, fmt.Errorf("dedup entry %q points at missing message %s/%d", dk, r.conv, r.seq)
+	}
+	m := new(pimv1.Message)
+	if err := proto.Unmarshal(raw, m); err != nil {
+		return nil, fmt.Errorf("message %s/%d: %w", r.conv, r.seq, err)
+	}
+	return m, nil
+}
+
+// append sequences msg (whose Conv is set) into its conversation at head+1,
+// delivers it to recipients (ordered by user; their heads loaded) and records
+// dedup key dk (if not nil). Its checks done, it only writes to the overlay
+// and the batch.
+func (w *writer) append(b *pebble.Batch, msg *pimv1.Message, head uint64, recipients []string, dk []byte) (store.Result, error) {
+	msg.Seq = head + 1
+	raw, err := proto.Marshal(msg)
+	if err != nil {
+		return store.Result{}, fmt.Errorf("marshal message: %w", err)
+	}
+	r := ref{conv: msg.Conv, seq: msg.Seq}
+	rv := encodeRef(r)
+	w.set(b, msgKey(r.conv, r.seq), raw)
+	if dk != nil {
+		w.set(b, dk, rv)
+		w.pendDedup[string(dk)] = r
+	}
+	w.pendMsgs[r] = msg
+	w.convHead[r.conv] = r.seq
+	res := store.Result{Message: msg, Deliveries: make([]store.Delivery, len(recipients))}
+	for i, u := range recipients {
+		us := w.userHead[u] + 1
+		w.userHead[u] = us
+		w.set(b, userKey(u, us), rv)
+		res.Deliveries[i] = store.Delivery{User: u, Event: &pimv1.Event{
+			UserSeq: us,
+			Kind:    &pimv1.Event_Message{Message: msg},
+		}}
+	}
+	return res, nil
+}
+
+func (w *writer) send(b *pebble.Batch, req *store.SendRequest) (store.Result, error) {
+	var dk []byte
+	if req.ClientMsgID != "" {
+		dk = dedupKey(req.Sender, req.Device, req.ClientMsgID)
+		orig, err := w.findDuplicate(dk)
+		if err != nil {
+			return store.Result{}, fmt.Errorf("pebble store: send: %w", err)
+		}
+		if orig != nil {
+			return store.Result{Message: orig, Duplicate: true}, nil
+		}
+	}
+	var recipients []string
+	if a, c, ok := store.ParseDirect(req.Conv); ok {
+		if req.Sender != a && req.Sender != c {
+			return store.Result{}, fmt.Errorf("pebble store: send to %s: %w", req.Conv, store.ErrNotMember)
+		}
+		recipients = directMembers(a, c)
+	} else {
+		g, err := w.groupOf(req.Conv)
+		if err != nil {
+			return store.Result{}, fmt.Errorf("pebble store: send: %w", err)
+		}
+		if !g.exists {
+			return store.Result{}, fmt.Errorf("pebble store: send to %s: %w", req.Conv, store.ErrNotFound)
+		}
+		if _, ok := g.members[req.Sender]; !ok {
+			return store.Result{}, fmt.Errorf("pebble store: send to %s: %w", req.Conv, store.ErrNotMember)
+		}
+		recipients = g.users()
+	}
+	head, err := w.convHeadOf(req.Conv)
+	if err != nil {
+		return store.Result{}, fmt.Errorf("pebble store: send: %w", err)
+	}
+	if err := w.loadUserHeads(recipients); err != nil {
+		return store.Result{}, fmt.Errorf("pebble store: send: %w", err)
+	}
+	msg := &pimv1.Message{
+		Conv:         req.Conv,
+		MsgId:        req.MsgID,
+		Sender:       req.Sender,
+		SenderDevice: req.Device,
+		ClientMsgId:  req.ClientMsgID,
+		Type:         req.Type,
+		Body:         req.Body,
+		ClientTime:   req.ClientTime,
+		ServerTime:   req.ServerTime,
+		ClientSeq:    req.ClientSeq,
+	}
+	res, err := w.append(b, msg, head, recipients, dk)
+	if err != nil {
+		return store.Result{}, fmt.Errorf("pebble store: send: %w", err)
+	}
+	return res, nil
+}
+
+// membershipMsg builds the system message of a group change.
+func membershipMsg(ch *store.GroupChange, t pimv1.MessageType, users []string) *pimv1.Message {
+	return &pimv1.Message{
+		Conv:         ch.Group,
+		MsgId:        ch.MsgID,
+		Sender:       ch.Actor,
+		SenderDevice: ch.Device,
+		Type:         t,
+		ServerTime:   ch.ServerTime,
+		Members:      users,
+	}
+}
+
+// uniqueSorted returns the distinct users of us, ordered, without skip.
+func uniqueSorted(us []string, skip func(string) bool) []string {
+	out := make([]string, 0, len(us))
+	for _, u := range us {
+		if !skip(u) {
+			out = append(out, u)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+func (w *writer) createGroup(b *pebble.Batch, ch *store.GroupChange) (store.Result, error) {
+	g, err := w.groupOf(ch.Group)
+	if err != nil {
+		return store.Result{}, fmt.Errorf("pebble store: create group: %w", err)
+	}
+	if g.exists {
+		return store.Result{}, fmt.Errorf("pebble store: create group %s: %w", ch.Group, store.ErrExists)
+	}
+	members := uniqueSorted(append([]string{ch.Actor}, ch.Users...), func(string) bool { return false })
+	if ch.MaxMembers > 0 && len(members) > ch.MaxMembers {
+		return store.Result{}, fmt.Errorf("pebble store: create group %s with %d members (max %d): %w",
+			ch.Group, len(members), ch.MaxMembers, store.ErrGroupTooLarge)
+	}
+	head, err := w.convHeadOf(ch.Group)
+	if err == nil {
+		err = w.loadUserHeads(members)
+	}
+	if err != nil {
+		return store.Result{}, fmt.Errorf("pebble store: create group: %w", err)
+	}
+	msg := membershipMsg(ch, pimv1.MessageType_MESSAGE_TYPE_GROUP_CREATED, members)
+	res, err := w.append(b, msg, head, members, nil)
+	if err != nil {
+		return store.Result{}, fmt.Errorf("pebble store: create group: %w", err)
+	}
+	w.set(b, groupKey(ch.Group), []byte(ch.Actor))
+	g.exists = true
+	for _, u := range members {
+		m := store.Member{User: u, JoinSeq: msg.Seq, Role: "member"}
+		if u == ch.Actor {
+			m.Role = "owner"
+		}
+		g.members[u] = m
+		w.set(b, memberKey(ch.Group, u), encodeMember(m))
+	}
+	g.sorted = slices.Clone(members)
+	return res, nil
+}
+
+// changeable returns the group of a change by an actor who must be a member.
+func (w *writer) changeable(ch *store.GroupChange) (*group, error) {
+	if _, _, ok := store.ParseDirect(ch.Group); ok {
+		return nil, fmt.Errorf("%s is not a group: %w", ch.Group, store.ErrNotFound)
+	}
+	g, err := w.groupOf(ch.Group)
+	if err != nil {
+		return nil, err
+	}
+	if !g.exists {
+		return nil, fmt.Errorf("group %s: %w", ch.Group, store.ErrNotFound)
+	}
+	if _, ok := g.members[ch.Actor]; !ok {
+		return nil, fmt.Errorf("group %s: actor %s: %w", ch.Group, ch.Actor, store.ErrNotMember)
+	}
+	return g, nil
+}
+
+func (w *writer) addMembers(b *pebble.Batch, ch *store.GroupChange) (store.Result, error) {
+	g, err := w.changeable(ch)
+	if err != nil {
+		return store.Result{}, fmt.Errorf("pebble store: add members: %w", err)
+	}
+	added := uniqueSorted(ch.Users, func(u string) bool { _, ok := g.members[u]; return ok })
+	if len(added) == 0 {
+		return store.Result{}, nil
+	}
+	if n := len(g.members) + len(added); ch.MaxMembers > 0 && n > ch.MaxMembers {
+		return store.Result{}, fmt.Errorf("pebble store: add members to %s: %d members (max %d): %w",
+			ch.Group, n, ch.MaxMembers, store.ErrGroupTooLarge)
+	}
+	recipients := make([]string, 0, len(g.members)+len(added))
+	recipients = append(append(recipients, g.users()...), added...)
+	slices.Sort(recipients)
+	head, err := w.convHeadOf(ch.Group)
+	if err == nil {
+		err = w.loadUserHeads(recipients)
+	}
+	if err != nil {
+		return store.Result{}, fmt.Errorf("pebble store: add members: %w", err)
+	}
+	msg := membershipMsg(ch, pimv1.MessageType_MESSAGE_TYPE_MEMBERS_ADDED, added)
+	res, err := w.append(b, msg, head, recipients, nil)
+	if err != nil {
+		return store.Result{}, fmt.Errorf("pebble store: add members: %w", err)
+	}
+	for _, u := range added {
+		m := store.Member{User: u, JoinSeq: msg.Seq, Role: "member"}
+		g.members[u] = m
+		w.set(b, memberKey(ch.Group, u), encodeMember(m))
+	}
+	g.sorted = recipients
+	return res, nil
+}
+
+func (w *writer) removeMembers(b *pebble.Batch, ch *store.GroupChange) (store.Result, error) {
+	g, err := w.changeable(ch)
+	if err != nil {
+		return store.Result{}, fmt.Errorf("pebble store: remove members: %w", err)
+	}
+	removed := uniqueSorted(ch.Users, func(u string) bool { _, ok := g.members[u]; return !ok })
+	if len(removed) == 0 {
+		return store.Result{}, nil
+	}
+	recipients := g.users() // everyone, the removed users included
+	head, err := w.convHeadOf(ch.Group)
+	if err == nil {
+		err = w.loadUserHeads(recipients)
+	}
+	if err != nil {
+		return store.Result{}, fmt.Errorf("pebble store: remove members: %w", err)
+	}
+	msg := membershipMsg(ch, pimv1.MessageType_MESSAGE_TYPE_MEMBERS_REMOVED, removed)
+	res, err := w.append(b, msg, head, recipients, nil)
+	if err != nil {
+		return store.Result{}, fmt.Errorf("pebble store: remove members: %w", err)
+	}
+	for _, u := range removed {
+		delete(g.members, u)
+		w.del(b, memberKey(ch.Group, u))
+	}
+	g.sorted = nil
+	return res, nil
+}
+
+// Write API.
+
+// Send sequences and stores one message. See store.Store.
+func (s *Store) Send(ctx context.Context, req store.SendRequest) (store.Result, error) {
+	err := validConv(req.Conv)
+	if err == nil {
+		err = validUser(req.Sender)
+	}
+	if err == nil {
+		err = validDevice(req.Device)
+	}
+	if err != nil {
+		return store.Result{}, fmt.Errorf("pebble store: send: %w", err)
+	}
+	// The writer may still read the request after we return on ctx.Done.
+	req.Body = slices.Clone(req.Body)
+	return s.submit(ctx, &op{kind: opSend, send: req})
+}
+
+// CreateGroup creates a group. See store.Store.
+func (s *Store) CreateGroup(ctx context.Context, ch store.GroupChange) (store.Result, error) {
+	return s.change(ctx, opCreate, ch)
+}
+
+// AddMembers adds users to a group. See store.Store.
+func (s *Store) AddMembers(ctx context.Context, ch store.GroupChange) (store.Result, error) {
+	return s.change(ctx, opAdd, ch)
+}
+
+// RemoveMembers removes users from a group. See store.Store.
+func (s *Store) RemoveMembers(ctx context.Context, ch store.GroupChange) (store.Result, error) {
+	return s.change(ctx, opRemove, ch)
+}
+
+func (s *Store) change(ctx context.Context, k opKind, ch store.GroupChange) (store.Result, error) {
+	err := validConv(ch.Group)
+	if err == nil && k == opCreate && !store.IsGroup(ch.Group) {
+		err = fmt.Errorf("%w: %s is not a group id", errInvalid, ch.Group)
+	}
+	if err == nil {
+		err = validUser(ch.Actor)
+	}
+	if err == nil {
+		err = validDevice(ch.Device)
+	}
+	for _, u := range ch.Users {
+		if err != nil {
+			break
+		}
+		err = validUser(u)
+	}
+	if err != nil {
+		return store.Result{}, fmt.Errorf("pebble store: %s: %w", k, err)
+	}
+	ch.Users = slices.Clone(ch.Users) // the writer reads it after we return on ctx.Done
+	return s.submit(ctx, &op{kind: k, ch: ch})
+}

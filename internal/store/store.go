@@ -30,7 +30,21 @@
 //  6. Monotonic cursors. Ack never moves a device's cursor backwards and never
 //     past the user's head; cursors are independent per device.
 //  7. Epoch. Epoch is a random id created with the data and stable across
-//     reopen; a restored or replaced data set has a different one.
+//     reopen; a replaced data set has a different one.
+//  8. Reads show only durable writes: no read returns a message, event or
+//     head whose write has not returned (a client must never sync something
+//     that a machine crash could take back and reuse the seq of).
+//  9. Details every implementation keeps alike (storetest checks them): a
+//     duplicate is recognised before the membership check; an empty
+//     ClientMsgID is never deduplicated; group changes check not-found, then
+//     not-member, then "nothing to do", then too-large; membership messages
+//     list all members at creation (the actor included) or the users added
+//     or removed, sorted; a group operation on a "d:" id, and History,
+//     Members or Membership of an unknown group, return ErrNotFound; a
+//     limit <= 0 returns no rows; a second Close returns ErrClosed; a call
+//     whose context is already done writes nothing. A context error returned
+//     while waiting does NOT mean nothing was written: a retry with the same
+//     ClientMsgID resolves it.
 //
 // Messages and events are the wire types (pimv1); the store owns the values
 // it returns only until the caller changes them, so callers must not mutate

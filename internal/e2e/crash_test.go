@@ -51,13 +51,20 @@ func pimBinary(t *testing.T) string {
 type child struct {
 	cmd  *exec.Cmd
 	addr string
+	pin  string        // the self-signed certificate's fingerprint, if any
 	done chan struct{} // closed when the process has been waited for
 }
 
-// startChild starts `pim serve` on dir and returns once it listens.
+// startChild starts `pim serve` on dir (plaintext TCP only) and returns once it listens.
 func startChild(t *testing.T, bin, dir string) *child {
 	t.Helper()
-	cmd := exec.Command(bin, "serve", "--data", dir, "--tcp", "127.0.0.1:0", "--http", "", "--log-level", "warn")
+	return startChildArgs(t, bin, "serve", "--data", dir, "--tcp", "127.0.0.1:0", "--http", "", "--log-level", "warn")
+}
+
+// startChildArgs runs the pim binary with args and waits for its banner.
+func startChildArgs(t *testing.T, bin string, args ...string) *child {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -67,16 +74,11 @@ func startChild(t *testing.T, bin, dir string) *child {
 		t.Fatalf("start pim serve: %v", err)
 	}
 	c := &child{cmd: cmd, done: make(chan struct{})}
-	sc := bufio.NewScanner(out)
-	for c.addr == "" && sc.Scan() {
-		if f := strings.Fields(sc.Text()); len(f) >= 2 && f[0] == "tcp:" {
-			c.addr = f[1]
-		}
-	}
+	readBanner(bufio.NewScanner(out), c)
 	if c.addr == "" {
 		cmd.Process.Kill()
 		cmd.Wait()
-		t.Fatalf("pim serve printed no tcp address: %v", sc.Err())
+		t.Fatalf("pim %s printed no tcp address", strings.Join(args, " "))
 	}
 	go func() { // owns the process until it exits
 		io.Copy(io.Discard, out)
@@ -84,6 +86,22 @@ func startChild(t *testing.T, bin, dir string) *child {
 		close(c.done)
 	}()
 	return c
+}
+
+// readBanner reads `pim serve`'s banner (up to its "get a token" line),
+// noting the TCP address and the self-signed certificate's fingerprint.
+func readBanner(sc *bufio.Scanner, c *child) {
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		switch {
+		case len(f) >= 2 && f[0] == "tcp:":
+			c.addr = f[1]
+		case len(f) >= 4 && f[0] == "self-signed":
+			c.pin = f[3]
+		case len(f) >= 2 && f[0] == "get" && f[1] == "a":
+			return
+		}
+	}
 }
 
 func (c *child) kill() {

@@ -106,4 +106,3 @@ func TestGroupSizeLimit(t *testing.T) {
 		t.Fatalf("adding the 1,001st member: %v", err)
 	}
 }
-

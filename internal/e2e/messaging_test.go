@@ -126,7 +126,7 @@ func TestRestartKeepsEverythingAndDeduplicates(t *testing.T) {
 		acks = append(acks, send(t, a, "bob", "", id, fmt.Sprintf("r%d", i)))
 	}
 	bob := dialOpts(t, srv, clientOpts(t, srv, "bob", "phone"))
-	recv(t, bob, 4) // bob acks the first 4
+	recv(t, bob, 4)                              // bob acks the first 4
 	if _, err := bob.Ping(ctxT(t)); err != nil { // the acks are in before the pong
 		t.Fatal(err)
 	}

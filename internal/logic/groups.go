@@ -19,6 +19,9 @@ func (s *Service) Group(ctx context.Context, user, device string, req *pimv1.Gro
 			return nil, err
 		}
 	}
+	if len(req.ClientReqId) > MaxClientMsgID {
+		return nil, errcode.New(badRequest, "client_req_id must be at most %d bytes", MaxClientMsgID)
+	}
 	switch req.Op {
 	case pimv1.GroupOp_GROUP_OP_CREATE:
 		return s.createGroup(ctx, user, device, req)
@@ -55,7 +58,7 @@ func (s *Service) createGroup(ctx context.Context, user, device string, req *pim
 	}
 	now := s.now()
 	res, err := s.st.CreateGroup(ctx, store.GroupChange{
-		Group: group, Actor: user, Device: device, Users: users[1:],
+		Group: group, Actor: user, Device: device, Users: users[1:], ClientMsgID: req.ClientReqId,
 		MsgID: s.ids.next(now), ServerTime: now.UnixMilli(), MaxMembers: s.maxGrp,
 	})
 	if err != nil {
@@ -76,7 +79,7 @@ func (s *Service) changeGroup(ctx context.Context, user, device string, req *pim
 	}
 	now := s.now()
 	res, err := change(ctx, store.GroupChange{
-		Group: req.Group, Actor: user, Device: device, Users: withoutDup(req.Users),
+		Group: req.Group, Actor: user, Device: device, Users: withoutDup(req.Users), ClientMsgID: req.ClientReqId,
 		MsgID: s.ids.next(now), ServerTime: now.UnixMilli(), MaxMembers: s.maxGrp,
 	})
 	if err != nil {
@@ -94,11 +97,13 @@ func (s *Service) mayRemove(ctx context.Context, user string, req *pimv1.GroupRe
 	if err := validGroup(req.Group); err != nil {
 		return err
 	}
-	mem, err := s.member(ctx, req.Group, user)
+	mem, ok, err := s.st.Membership(ctx, req.Group, user)
 	if err != nil {
-		return err
+		return storeErr(err, "read membership")
 	}
-	if mem.Role == "owner" {
+	// A non-member is refused by the store, atomically, unless this is the
+	// retry of a change it already made (e.g. leaving): let the store decide.
+	if !ok || mem.Role == "owner" {
 		return nil
 	}
 	for _, u := range req.Users {

@@ -14,9 +14,9 @@
 //  2. Durability. When one of those returns nil (and the store was opened in a
 //     durable mode), the write survives a process or machine crash. Concurrent
 //     calls may share one fsync (group commit).
-//  3. Idempotency. Send with a (Sender, Device, ClientMsgID) that was already
-//     stored returns the original message with Duplicate set and writes
-//     nothing, even after a restart.
+//  3. Idempotency. Send (or a group change) with a (Sender, Device,
+//     ClientMsgID) that was already stored returns the original message with
+//     Duplicate set and writes nothing, even after a restart.
 //  4. Gap-free order. Conversation seqs are 1, 2, 3, ... per conversation and
 //     user seqs are 1, 2, 3, ... per user, with no gap and no reuse, under any
 //     concurrency; the order of seqs in a conversation agrees with the order
@@ -114,6 +114,10 @@ type GroupChange struct {
 	Users      []string
 	MsgID      string
 	ServerTime int64
+	// ClientMsgID, if set, deduplicates the change like a Send: a change with
+	// an (Actor, Device, ClientMsgID) already stored (by a change or a send)
+	// writes nothing and returns the original message with Duplicate set.
+	ClientMsgID string
 	// MaxMembers caps the group's size after the change (0: no cap).
 	MaxMembers int
 }

@@ -403,17 +403,24 @@ func (w *writer) append(b *pebble.Batch, msg *pimv1.Message, head uint64, recipi
 	return res, nil
 }
 
+// dedup returns the dedup key of (sender, device, id) (nil for an empty id)
+// and the message already stored under it, if any.
+func (w *writer) dedup(sender, device, id string) ([]byte, *pimv1.Message, error) {
+	if id == "" {
+		return nil, nil, nil
+	}
+	dk := dedupKey(sender, device, id)
+	orig, err := w.findDuplicate(dk)
+	return dk, orig, err
+}
+
 func (w *writer) send(b *pebble.Batch, req *store.SendRequest) (store.Result, error) {
-	var dk []byte
-	if req.ClientMsgID != "" {
-		dk = dedupKey(req.Sender, req.Device, req.ClientMsgID)
-		orig, err := w.findDuplicate(dk)
-		if err != nil {
-			return store.Result{}, fmt.Errorf("pebble store: send: %w", err)
-		}
-		if orig != nil {
-			return store.Result{Message: orig, Duplicate: true}, nil
-		}
+	dk, orig, err := w.dedup(req.Sender, req.Device, req.ClientMsgID)
+	if err != nil {
+		return store.Result{}, fmt.Errorf("pebble store: send: %w", err)
+	}
+	if orig != nil {
+		return store.Result{Message: orig, Duplicate: true}, nil
 	}
 	var recipients []string
 	if a, c, ok := store.ParseDirect(req.Conv); ok {
@@ -460,6 +467,15 @@ func (w *writer) send(b *pebble.Batch, req *store.SendRequest) (store.Result, er
 	return res, nil
 }
 
+// dupResult is the answer to a group change whose dedup lookup failed or
+// found the change already stored.
+func dupResult(orig *pimv1.Message, err error, op string) (store.Result, error) {
+	if err != nil {
+		return store.Result{}, fmt.Errorf("pebble store: %s: %w", op, err)
+	}
+	return store.Result{Message: orig, Duplicate: true}, nil
+}
+
 // membershipMsg builds the system message of a group change.
 func membershipMsg(ch *store.GroupChange, t pimv1.MessageType, users []string) *pimv1.Message {
 	return &pimv1.Message{
@@ -467,6 +483,7 @@ func membershipMsg(ch *store.GroupChange, t pimv1.MessageType, users []string) *
 		MsgId:        ch.MsgID,
 		Sender:       ch.Actor,
 		SenderDevice: ch.Device,
+		ClientMsgId:  ch.ClientMsgID,
 		Type:         t,
 		ServerTime:   ch.ServerTime,
 		Members:      users,
@@ -486,6 +503,10 @@ func uniqueSorted(us []string, skip func(string) bool) []string {
 }
 
 func (w *writer) createGroup(b *pebble.Batch, ch *store.GroupChange) (store.Result, error) {
+	dk, orig, err := w.dedup(ch.Actor, ch.Device, ch.ClientMsgID)
+	if err != nil || orig != nil {
+		return dupResult(orig, err, "create group")
+	}
 	g, err := w.groupOf(ch.Group)
 	if err != nil {
 		return store.Result{}, fmt.Errorf("pebble store: create group: %w", err)
@@ -506,7 +527,7 @@ func (w *writer) createGroup(b *pebble.Batch, ch *store.GroupChange) (store.Resu
 		return store.Result{}, fmt.Errorf("pebble store: create group: %w", err)
 	}
 	msg := membershipMsg(ch, pimv1.MessageType_MESSAGE_TYPE_GROUP_CREATED, members)
-	res, err := w.append(b, msg, head, members, nil)
+	res, err := w.append(b, msg, head, members, dk)
 	if err != nil {
 		return store.Result{}, fmt.Errorf("pebble store: create group: %w", err)
 	}
@@ -543,6 +564,10 @@ func (w *writer) changeable(ch *store.GroupChange) (*group, error) {
 }
 
 func (w *writer) addMembers(b *pebble.Batch, ch *store.GroupChange) (store.Result, error) {
+	dk, orig, err := w.dedup(ch.Actor, ch.Device, ch.ClientMsgID)
+	if err != nil || orig != nil {
+		return dupResult(orig, err, "add members")
+	}
 	g, err := w.changeable(ch)
 	if err != nil {
 		return store.Result{}, fmt.Errorf("pebble store: add members: %w", err)
@@ -566,7 +591,7 @@ func (w *writer) addMembers(b *pebble.Batch, ch *store.GroupChange) (store.Resul
 		return store.Result{}, fmt.Errorf("pebble store: add members: %w", err)
 	}
 	msg := membershipMsg(ch, pimv1.MessageType_MESSAGE_TYPE_MEMBERS_ADDED, added)
-	res, err := w.append(b, msg, head, recipients, nil)
+	res, err := w.append(b, msg, head, recipients, dk)
 	if err != nil {
 		return store.Result{}, fmt.Errorf("pebble store: add members: %w", err)
 	}
@@ -580,6 +605,10 @@ func (w *writer) addMembers(b *pebble.Batch, ch *store.GroupChange) (store.Resul
 }
 
 func (w *writer) removeMembers(b *pebble.Batch, ch *store.GroupChange) (store.Result, error) {
+	dk, orig, err := w.dedup(ch.Actor, ch.Device, ch.ClientMsgID)
+	if err != nil || orig != nil {
+		return dupResult(orig, err, "remove members")
+	}
 	g, err := w.changeable(ch)
 	if err != nil {
 		return store.Result{}, fmt.Errorf("pebble store: remove members: %w", err)
@@ -597,7 +626,7 @@ func (w *writer) removeMembers(b *pebble.Batch, ch *store.GroupChange) (store.Re
 		return store.Result{}, fmt.Errorf("pebble store: remove members: %w", err)
 	}
 	msg := membershipMsg(ch, pimv1.MessageType_MESSAGE_TYPE_MEMBERS_REMOVED, removed)
-	res, err := w.append(b, msg, head, recipients, nil)
+	res, err := w.append(b, msg, head, recipients, dk)
 	if err != nil {
 		return store.Result{}, fmt.Errorf("pebble store: remove members: %w", err)
 	}

@@ -169,9 +169,8 @@ func (m *memStore) Send(ctx context.Context, req store.SendRequest) (store.Resul
 	}
 	defer m.st.mu.Unlock()
 	st := m.st
-	dk := modelDedup{req.Sender, req.Device, req.ClientMsgID}
-	if r, ok := st.dedup[dk]; ok && req.ClientMsgID != "" {
-		return store.Result{Message: clone(st.msgs[r.conv][r.seq-1]), Duplicate: true}, nil
+	if res, ok := st.duplicate(req.Sender, req.Device, req.ClientMsgID); ok {
+		return res, nil
 	}
 	ms, err := st.members(req.Conv)
 	if err != nil {
@@ -190,10 +189,24 @@ func (m *memStore) Send(ctx context.Context, req store.SendRequest) (store.Resul
 		ClientTime: req.ClientTime, ServerTime: req.ServerTime, ClientSeq: req.ClientSeq,
 	}
 	res := st.appendMsg(msg, recipients)
-	if req.ClientMsgID != "" {
-		st.dedup[dk] = modelRef{msg.Conv, msg.Seq}
-	}
+	st.remember(res.Message)
 	return res, nil
+}
+
+// duplicate returns the original message stored under (sender, device, id).
+func (st *memState) duplicate(sender, device, id string) (store.Result, bool) {
+	r, ok := st.dedup[modelDedup{sender, device, id}]
+	if !ok || id == "" {
+		return store.Result{}, false
+	}
+	return store.Result{Message: clone(st.msgs[r.conv][r.seq-1]), Duplicate: true}, true
+}
+
+// remember records msg's dedup entry, if it has a client id.
+func (st *memState) remember(msg *pimv1.Message) {
+	if msg.ClientMsgId != "" {
+		st.dedup[modelDedup{msg.Sender, msg.SenderDevice, msg.ClientMsgId}] = modelRef{msg.Conv, msg.Seq}
+	}
 }
 
 func validChange(ch store.GroupChange) bool {
@@ -211,7 +224,7 @@ func validChange(ch store.GroupChange) bool {
 func groupMsg(ch store.GroupChange, t pimv1.MessageType, users []string) *pimv1.Message {
 	return &pimv1.Message{
 		Conv: ch.Group, MsgId: ch.MsgID, Sender: ch.Actor, SenderDevice: ch.Device,
-		Type: t, ServerTime: ch.ServerTime, Members: users,
+		ClientMsgId: ch.ClientMsgID, Type: t, ServerTime: ch.ServerTime, Members: users,
 	}
 }
 
@@ -230,6 +243,9 @@ func (m *memStore) CreateGroup(ctx context.Context, ch store.GroupChange) (store
 	}
 	defer m.st.mu.Unlock()
 	st := m.st
+	if res, ok := st.duplicate(ch.Actor, ch.Device, ch.ClientMsgID); ok {
+		return res, nil
+	}
 	if _, ok := st.groups[ch.Group]; ok {
 		return store.Result{}, fmt.Errorf("model: create: %w", store.ErrExists)
 	}
@@ -238,6 +254,7 @@ func (m *memStore) CreateGroup(ctx context.Context, ch store.GroupChange) (store
 		return store.Result{}, fmt.Errorf("model: create: %w", store.ErrGroupTooLarge)
 	}
 	res := st.appendMsg(groupMsg(ch, pimv1.MessageType_MESSAGE_TYPE_GROUP_CREATED, users), users)
+	st.remember(res.Message)
 	g := make(map[string]store.Member)
 	for _, u := range users {
 		mb := store.Member{User: u, JoinSeq: res.Message.Seq, Role: "member"}
@@ -271,6 +288,9 @@ func (m *memStore) AddMembers(ctx context.Context, ch store.GroupChange) (store.
 	}
 	defer m.st.mu.Unlock()
 	st := m.st
+	if res, ok := st.duplicate(ch.Actor, ch.Device, ch.ClientMsgID); ok {
+		return res, nil
+	}
 	g, err := st.changeable(ch)
 	if err != nil {
 		return store.Result{}, fmt.Errorf("model: add: %w", err)
@@ -296,7 +316,9 @@ func (m *memStore) AddMembers(ctx context.Context, ch store.GroupChange) (store.
 	for _, mb := range ms {
 		recipients = append(recipients, mb.User)
 	}
-	return st.appendMsg(groupMsg(ch, pimv1.MessageType_MESSAGE_TYPE_MEMBERS_ADDED, added), recipients), nil
+	res := st.appendMsg(groupMsg(ch, pimv1.MessageType_MESSAGE_TYPE_MEMBERS_ADDED, added), recipients)
+	st.remember(res.Message)
+	return res, nil
 }
 
 func (m *memStore) RemoveMembers(ctx context.Context, ch store.GroupChange) (store.Result, error) {
@@ -308,6 +330,9 @@ func (m *memStore) RemoveMembers(ctx context.Context, ch store.GroupChange) (sto
 	}
 	defer m.st.mu.Unlock()
 	st := m.st
+	if res, ok := st.duplicate(ch.Actor, ch.Device, ch.ClientMsgID); ok {
+		return res, nil
+	}
 	g, err := st.changeable(ch)
 	if err != nil {
 		return store.Result{}, fmt.Errorf("model: remove: %w", err)
@@ -327,6 +352,7 @@ func (m *memStore) RemoveMembers(ctx context.Context, ch store.GroupChange) (sto
 		recipients = append(recipients, mb.User)
 	}
 	res := st.appendMsg(groupMsg(ch, pimv1.MessageType_MESSAGE_TYPE_MEMBERS_REMOVED, removed), recipients)
+	st.remember(res.Message)
 	for _, u := range removed {
 		delete(g, u)
 	}

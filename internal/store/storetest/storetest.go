@@ -60,6 +60,7 @@ func Run(t *testing.T, open func(t *testing.T, dir string) store.Store) {
 		{"Idempotent", testIdempotent},
 		{"IdempotentConcurrent", testIdempotentConcurrent},
 		{"DedupPerDevice", testDedupPerDevice},
+		{"IdempotentGroupChanges", testIdempotentGroupChanges},
 		{"ConcurrentGapFree", testConcurrentGapFree},
 		{"ConcurrentMixedAtomic", testConcurrentMixed},
 		{"Cursors", testCursors},
@@ -1353,5 +1354,62 @@ func testCanceled(t *testing.T, open Opener) {
 	mustErr(t, "timeline with a canceled context", err, context.Canceled)
 	if r := e.send(store.DirectConv("a", "b"), "a", "d", "2", "m"); r.Message.Seq != 1 {
 		t.Fatalf("seq after a canceled send = %d", r.Message.Seq)
+	}
+}
+
+// A group change with a client id is applied once: a retry, even after
+// later changes, a restart, or the actor's own leaving, returns the original
+// message and writes nothing.
+func testIdempotentGroupChanges(t *testing.T, open Opener) {
+	e := newEnv(t, open)
+	ctx := t.Context()
+	withID := func(ch store.GroupChange, id string) store.GroupChange {
+		ch.ClientMsgID = id
+		return ch
+	}
+	create := withID(e.change("g:team", "alice", "bob"), "c1")
+	first, err := e.s.CreateGroup(ctx, create)
+	if err != nil {
+		t.Fatal(err)
+	}
+	add := withID(e.change("g:team", "bob", "carol"), "a1")
+	added, err := e.s.AddMembers(ctx, add)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leave := withID(e.change("g:team", "carol", "carol"), "l1")
+	left, err := e.s.RemoveMembers(ctx, leave)
+	if err != nil {
+		t.Fatal(err)
+	}
+	heads := map[string]uint64{"alice": e.head("alice"), "bob": e.head("bob"), "carol": e.head("carol")}
+	e.reopen()
+	retries := []struct {
+		name string
+		do   func() (store.Result, error)
+		want store.Result
+	}{
+		{"create", func() (store.Result, error) { return e.s.CreateGroup(ctx, create) }, first},
+		{"add", func() (store.Result, error) { return e.s.AddMembers(ctx, add) }, added},
+		{"leave after leaving", func() (store.Result, error) { return e.s.RemoveMembers(ctx, leave) }, left},
+	}
+	for _, r := range retries {
+		res, err := r.do()
+		if err != nil {
+			t.Fatalf("retry %s: %v", r.name, err)
+		}
+		if !res.Duplicate || len(res.Deliveries) != 0 || res.Message.GetSeq() != r.want.Message.GetSeq() ||
+			res.Message.GetClientMsgId() != r.want.Message.GetClientMsgId() {
+			t.Fatalf("retry %s = %s (dup %v, %d deliveries), want the original %s",
+				r.name, fmtMsg(res.Message), res.Duplicate, len(res.Deliveries), fmtMsg(r.want.Message))
+		}
+	}
+	for u, h := range heads {
+		if got := e.head(u); got != h {
+			t.Fatalf("%s's head moved from %d to %d on retries", u, h, got)
+		}
+	}
+	if got := e.history("g:team"); len(got) != 3 {
+		t.Fatalf("group has %d messages after retries, want 3", len(got))
 	}
 }

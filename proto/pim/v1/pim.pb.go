@@ -1738,9 +1738,14 @@ type GroupReq struct {
 	Op    GroupOp                `protobuf:"varint,1,opt,name=op,proto3,enum=pim.v1.GroupOp" json:"op,omitempty"`
 	// The group's conversation id ("g:<id>"); empty for CREATE (the server picks one)
 	// unless the client names it.
-	Group         string   `protobuf:"bytes,2,opt,name=group,proto3" json:"group,omitempty"`
-	Users         []string `protobuf:"bytes,3,rep,name=users,proto3" json:"users,omitempty"`
-	Name          string   `protobuf:"bytes,4,opt,name=name,proto3" json:"name,omitempty"`
+	Group string   `protobuf:"bytes,2,opt,name=group,proto3" json:"group,omitempty"`
+	Users []string `protobuf:"bytes,3,rep,name=users,proto3" json:"users,omitempty"`
+	Name  string   `protobuf:"bytes,4,opt,name=name,proto3" json:"name,omitempty"`
+	// Optional client id of this change (1-64 bytes), making a retry idempotent:
+	// a change whose id this device already used is not applied again, and the
+	// answer describes the original change. It shares one id space with the
+	// device's client_msg_ids (the membership message carries it).
+	ClientReqId   string `protobuf:"bytes,5,opt,name=client_req_id,json=clientReqId,proto3" json:"client_req_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1799,6 +1804,13 @@ func (x *GroupReq) GetUsers() []string {
 func (x *GroupReq) GetName() string {
 	if x != nil {
 		return x.Name
+	}
+	return ""
+}
+
+func (x *GroupReq) GetClientReqId() string {
+	if x != nil {
+		return x.ClientReqId
 	}
 	return ""
 }
@@ -2049,12 +2061,13 @@ const file_proto_pim_v1_pim_proto_rawDesc = "" +
 	"\x06GoAway\x12$\n" +
 	"\x0eretry_after_ms\x18\x01 \x01(\rR\fretryAfterMs\x12\x18\n" +
 	"\aservers\x18\x02 \x03(\tR\aservers\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\"k\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"\x8f\x01\n" +
 	"\bGroupReq\x12\x1f\n" +
 	"\x02op\x18\x01 \x01(\x0e2\x0f.pim.v1.GroupOpR\x02op\x12\x14\n" +
 	"\x05group\x18\x02 \x01(\tR\x05group\x12\x14\n" +
 	"\x05users\x18\x03 \x03(\tR\x05users\x12\x12\n" +
-	"\x04name\x18\x04 \x01(\tR\x04name\"K\n" +
+	"\x04name\x18\x04 \x01(\tR\x04name\x12\"\n" +
+	"\rclient_req_id\x18\x05 \x01(\tR\vclientReqId\"K\n" +
 	"\x06Member\x12\x12\n" +
 	"\x04user\x18\x01 \x01(\tR\x04user\x12\x19\n" +
 	"\bjoin_seq\x18\x02 \x01(\x04R\ajoinSeq\x12\x12\n" +

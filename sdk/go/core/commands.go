@@ -15,13 +15,13 @@
 //     others go ahead. One command is in flight at a time. Retryable
 //     refusals (RATE_LIMITED, UNAVAILABLE, INTERNAL: nothing was applied)
 //     are retried after retry_after.
-//   - A command is never transmitted twice on one connection (the protocol
-//     has no dedup key for commands, and the server answers a connection's
-//     requests in order, so waiting is enough); after a reconnect or restart
-//     it is transmitted again, but not sooner than CommandQuarantine after
-//     its previous transmission, so that a copy still in flight on the old
-//     connection has been processed first and cannot land after a later
-//     command.
+//   - A command is never transmitted twice on one connection (the server
+//     answers a connection's requests in order, so waiting is enough); after
+//     a reconnect or restart it is transmitted again with the same
+//     client_req_id (GroupReq), which the server deduplicates, and not
+//     sooner than CommandQuarantine after its previous transmission, so
+//     that a copy still in flight on the old connection has been processed
+//     first and cannot land after a later command.
 //   - A command concerning conversation C waits for every older message of
 //     C still in the outbox, failed ones included (they keep their place),
 //     except those the server refused; newer messages of C wait for it
@@ -67,8 +67,15 @@ func (c *Core) Command(now time.Time, req *pimv1.Frame) (uint64, error) {
 	}
 	req = proto.Clone(req).(*pimv1.Frame)
 	req.RequestId = 0
-	if g := req.GetGroupReq(); g != nil && g.Op == pimv1.GroupOp_GROUP_OP_CREATE && g.Group == "" {
-		g.Group = "g:" + c.NewID()
+	if g := req.GetGroupReq(); g != nil {
+		if g.Op == pimv1.GroupOp_GROUP_OP_CREATE && g.Group == "" {
+			g.Group = "g:" + c.NewID()
+		}
+		// The server applies a change with a given client_req_id once, so a
+		// command retried after a lost answer is not applied twice.
+		if g.ClientReqId == "" {
+			g.ClientReqId = c.NewID()
+		}
 	}
 	conv, _ := commandConv(req)
 	raw, err := proto.Marshal(req)

@@ -164,6 +164,19 @@ type Store interface {
 	// order, and whether older messages with seq >= from exist.
 	History(ctx context.Context, conv string, from, before uint64, limit int) (msgs []*pimv1.Message, more bool, err error)
 
+	// MarkRead moves user's read position in conv to max(position, seq),
+	// with seq capped at the conversation's head, and returns the new
+	// position. When the position moves, a ReadSync event (conv, seq, user,
+	// device) is appended, in the same atomic durable write, to the reader's
+	// timeline and, in a direct conversation, to the peer's (a read
+	// receipt); they are returned in Result.Deliveries (Result.Message is
+	// nil). A read that does not move the position writes nothing, so a late
+	// or repeated read has the same result. ErrNotMember / ErrNotFound as for
+	// Send. Read positions never move back.
+	MarkRead(ctx context.Context, user, device, conv string, seq uint64) (uint64, Result, error)
+	// ReadPosition returns user's read position in conv (0 if none).
+	ReadPosition(ctx context.Context, user, conv string) (uint64, error)
+
 	// Ack moves (user, device)'s cursor to max(cursor, min(userSeq, head)) and
 	// returns the new cursor. Acks need not be durable: losing one only causes
 	// a redelivery that the client drops.

@@ -15,6 +15,11 @@
 //	u/<user>\x00<user seq BE8>                 -> timeline ref: seq BE8 | conv
 //	d/<sender>\x00<device>\x00<client_msg_id>  -> dedup ref: seq BE8 | conv
 //	c/<user>\x00<device>                       -> device cursor BE8
+//	r/<user>\x00<conv>                         -> read position BE8
+//
+// A u/ value is a message ref (seq BE8 | conv), or a read-sync event: the
+// ref of the read position (seq BE8 | conv) then 0x00 'r' <reader> 0x00
+// <device>; conversation ids contain no 0x00, so the two cannot be confused.
 //
 // Invariants:
 //   - There are no head counters on disk. A conversation's head is the seq of
@@ -38,6 +43,7 @@
 package pebblestore
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
@@ -53,6 +59,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/bloom"
 
 	"github.com/pim-project/pim/internal/store"
+	pimv1 "github.com/pim-project/pim/proto/pim/v1"
 )
 
 // Options configures a Store.
@@ -365,10 +372,44 @@ func encodeRef(r ref) []byte {
 }
 
 func decodeRef(v []byte) (ref, error) {
-	if len(v) < 9 {
+	if len(v) < 9 || bytes.IndexByte(v[8:], 0) >= 0 {
 		return ref{}, fmt.Errorf("corrupt ref %x", v)
 	}
 	return ref{conv: string(v[8:]), seq: binary.BigEndian.Uint64(v)}, nil
+}
+
+// encodeReadRef is the u/ value of a read-sync event.
+func encodeReadRef(rs *pimv1.ReadSync) []byte {
+	v := encodeRef(ref{conv: rs.Conv, seq: rs.Seq})
+	v = append(append(append(v, 0, 'r'), rs.User...), 0)
+	return append(v, rs.Device...)
+}
+
+// decodeTimelineRef decodes a u/ value: a message ref, or a read-sync event.
+func decodeTimelineRef(v []byte) (ref, *pimv1.ReadSync, error) {
+	if len(v) < 9 {
+		return ref{}, nil, fmt.Errorf("corrupt timeline ref %x", v)
+	}
+	i := bytes.IndexByte(v[8:], 0)
+	if i < 0 {
+		r, err := decodeRef(v)
+		return r, nil, err
+	}
+	rf, err := decodeRef(v[:8+i])
+	rest := v[8+i+1:]
+	if err != nil || len(rest) < 1 || rest[0] != 'r' {
+		return ref{}, nil, fmt.Errorf("corrupt timeline ref %x", v)
+	}
+	user, device, ok := bytes.Cut(rest[1:], []byte{0})
+	if !ok {
+		return ref{}, nil, fmt.Errorf("corrupt read ref %x", v)
+	}
+	return rf, &pimv1.ReadSync{Conv: rf.conv, Seq: rf.seq, User: string(user), Device: string(device)}, nil
+}
+
+func readKey(user, conv string) []byte {
+	k := append(append([]byte("r/"), user...), 0)
+	return append(k, conv...)
 }
 
 func encodeMember(m store.Member) []byte { return append(appendBE8(nil, m.JoinSeq), m.Role...) }

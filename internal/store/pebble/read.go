@@ -190,17 +190,24 @@ func timeline(r pebble.Reader, user string, after uint64, limit int) ([]*pimv1.E
 		if err != nil {
 			return nil, 0, err
 		}
-		rf, err := decodeRef(it.Value())
+		rf, rs, err := decodeTimelineRef(it.Value())
 		if err != nil {
 			return nil, 0, err
 		}
-		evs = append(evs, &pimv1.Event{UserSeq: us})
+		ev := &pimv1.Event{UserSeq: us}
+		if rs != nil {
+			ev.Kind = &pimv1.Event_Read{Read: rs}
+		}
+		evs = append(evs, ev)
 		refs = append(refs, rf)
 	}
 	if err := it.Error(); err != nil {
 		return nil, 0, err
 	}
 	for i, rf := range refs {
+		if evs[i].Kind != nil {
+			continue
+		}
 		m, err := message(r, rf)
 		if err != nil {
 			return nil, 0, err
@@ -364,4 +371,31 @@ func cursor(r pebble.Reader, ck []byte) (uint64, error) {
 		return 0, fmt.Errorf("corrupt cursor %q: %x", ck, v)
 	}
 	return binary.BigEndian.Uint64(v), nil
+}
+
+// ReadPosition returns user's read position in conv.
+func (s *Store) ReadPosition(ctx context.Context, user, conv string) (uint64, error) {
+	if err := validUser(user); err != nil {
+		return 0, fmt.Errorf("pebble store: read position: %w", err)
+	}
+	if err := validConv(conv); err != nil {
+		return 0, fmt.Errorf("pebble store: read position: %w", err)
+	}
+	v, err := s.begin(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer s.end(v)
+	return readPosition(v.snap, user, conv)
+}
+
+func readPosition(r pebble.Reader, user, conv string) (uint64, error) {
+	raw, err := get(r, readKey(user, conv))
+	if err != nil || raw == nil {
+		return 0, err
+	}
+	if len(raw) != 8 {
+		return 0, fmt.Errorf("corrupt read position %x", raw)
+	}
+	return binary.BigEndian.Uint64(raw), nil
 }

@@ -46,10 +46,11 @@ const (
 	opCreate
 	opAdd
 	opRemove
+	opRead
 )
 
 func (k opKind) String() string {
-	return [...]string{"send", "create group", "add members", "remove members"}[k]
+	return [...]string{"send", "create group", "add members", "remove members", "mark read"}[k]
 }
 
 // op is one write waiting for the writer.
@@ -58,6 +59,7 @@ type op struct {
 	kind opKind
 	send store.SendRequest
 	ch   store.GroupChange
+	read *pimv1.ReadSync // MarkRead: user, device, conv and the requested seq
 
 	res  store.Result
 	err  error
@@ -133,9 +135,11 @@ type writer struct {
 	userHead map[string]uint64
 	groups   map[string]*group
 
-	// Per batch: the dedup entries and messages written by this batch.
+	// Per batch: the dedup entries, messages and read positions written by
+	// this batch.
 	pendDedup map[string]ref
 	pendMsgs  map[ref]*pimv1.Message
+	pendRead  map[string]uint64
 	// batchErr is set when writing into the batch failed: the batch is
 	// then unusable and must not be committed.
 	batchErr error
@@ -146,6 +150,7 @@ func newWriter(s *Store) *writer {
 	w.dropCaches()
 	w.pendDedup = make(map[string]ref)
 	w.pendMsgs = make(map[ref]*pimv1.Message)
+	w.pendRead = make(map[string]uint64)
 	return w
 }
 
@@ -206,6 +211,7 @@ func (w *writer) commit(ops []*op) {
 	defer b.Close()
 	clear(w.pendDedup)
 	clear(w.pendMsgs)
+	clear(w.pendRead)
 	w.batchErr = nil
 	for _, o := range ops {
 		if err := o.ctx.Err(); err != nil {
@@ -221,6 +227,8 @@ func (w *writer) commit(ops []*op) {
 			o.res, o.err = w.addMembers(b, &o.ch)
 		case opRemove:
 			o.res, o.err = w.removeMembers(b, &o.ch)
+		case opRead:
+			o.res, o.err = w.markRead(b, o.read)
 		}
 		if w.batchErr != nil {
 			break
@@ -422,24 +430,9 @@ func (w *writer) send(b *pebble.Batch, req *store.SendRequest) (store.Result, er
 	if orig != nil {
 		return store.Result{Message: orig, Duplicate: true}, nil
 	}
-	var recipients []string
-	if a, c, ok := store.ParseDirect(req.Conv); ok {
-		if req.Sender != a && req.Sender != c {
-			return store.Result{}, fmt.Errorf("pebble store: send to %s: %w", req.Conv, store.ErrNotMember)
-		}
-		recipients = directMembers(a, c)
-	} else {
-		g, err := w.groupOf(req.Conv)
-		if err != nil {
-			return store.Result{}, fmt.Errorf("pebble store: send: %w", err)
-		}
-		if !g.exists {
-			return store.Result{}, fmt.Errorf("pebble store: send to %s: %w", req.Conv, store.ErrNotFound)
-		}
-		if _, ok := g.members[req.Sender]; !ok {
-			return store.Result{}, fmt.Errorf("pebble store: send to %s: %w", req.Conv, store.ErrNotMember)
-		}
-		recipients = g.users()
+	recipients, err := w.recipientsOf(req.Conv, req.Sender)
+	if err != nil {
+		return store.Result{}, fmt.Errorf("pebble store: send: %w", err)
 	}
 	head, err := w.convHeadOf(req.Conv)
 	if err != nil {
@@ -638,7 +631,96 @@ func (w *writer) removeMembers(b *pebble.Batch, ch *store.GroupChange) (store.Re
 	return res, nil
 }
 
+// recipientsOf returns the members of conv who may act in it, checking that
+// user is one of them.
+func (w *writer) recipientsOf(conv, user string) ([]string, error) {
+	if a, c, ok := store.ParseDirect(conv); ok {
+		if user != a && user != c {
+			return nil, fmt.Errorf("%s: %w", conv, store.ErrNotMember)
+		}
+		return directMembers(a, c), nil
+	}
+	g, err := w.groupOf(conv)
+	if err != nil {
+		return nil, err
+	}
+	if !g.exists {
+		return nil, fmt.Errorf("%s: %w", conv, store.ErrNotFound)
+	}
+	if _, ok := g.members[user]; !ok {
+		return nil, fmt.Errorf("%s: %w", conv, store.ErrNotMember)
+	}
+	return g.users(), nil
+}
+
+// markRead advances rs.User's read position in rs.Conv to rs.Seq (capped at
+// the head) and, if it moved, appends a read-sync event to the reader's
+// timeline and, for a direct conversation, to the peer's. The answer's
+// Message carries the resulting position in Seq (and nothing else).
+func (w *writer) markRead(b *pebble.Batch, rs *pimv1.ReadSync) (store.Result, error) {
+	members, err := w.recipientsOf(rs.Conv, rs.User)
+	if err != nil {
+		return store.Result{}, fmt.Errorf("pebble store: mark read: %w", err)
+	}
+	head, err := w.convHeadOf(rs.Conv)
+	if err != nil {
+		return store.Result{}, fmt.Errorf("pebble store: mark read: %w", err)
+	}
+	rk := readKey(rs.User, rs.Conv)
+	pos, ok := w.pendRead[string(rk)]
+	if !ok {
+		if pos, err = readPosition(w.db, rs.User, rs.Conv); err != nil {
+			return store.Result{}, fmt.Errorf("pebble store: mark read: %w", err)
+		}
+	}
+	seq := min(rs.Seq, head)
+	if seq <= pos {
+		return store.Result{Message: &pimv1.Message{Conv: rs.Conv, Seq: pos}}, nil
+	}
+	w.pendRead[string(rk)] = seq
+	w.set(b, rk, appendBE8(nil, seq))
+	ev := &pimv1.ReadSync{Conv: rs.Conv, Seq: seq, User: rs.User, Device: rs.Device}
+	recipients := members // a direct conversation: the reader and the peer (a receipt)
+	if store.IsGroup(rs.Conv) {
+		recipients = []string{rs.User} // group receipts are not fanned out to every member
+	}
+	if err := w.loadUserHeads(recipients); err != nil {
+		return store.Result{}, fmt.Errorf("pebble store: mark read: %w", err)
+	}
+	v := encodeReadRef(ev)
+	res := store.Result{Message: &pimv1.Message{Conv: rs.Conv, Seq: seq}}
+	for _, u := range recipients {
+		us := w.userHead[u] + 1
+		w.userHead[u] = us
+		w.set(b, userKey(u, us), v)
+		res.Deliveries = append(res.Deliveries, store.Delivery{User: u, Event: &pimv1.Event{
+			UserSeq: us, Kind: &pimv1.Event_Read{Read: ev}}})
+	}
+	return res, nil
+}
+
 // Write API.
+
+// MarkRead advances a read position. See store.Store.
+func (s *Store) MarkRead(ctx context.Context, user, device, conv string, seq uint64) (uint64, store.Result, error) {
+	err := validConv(conv)
+	if err == nil {
+		err = validUser(user)
+	}
+	if err == nil {
+		err = validDevice(device)
+	}
+	if err != nil {
+		return 0, store.Result{}, fmt.Errorf("pebble store: mark read: %w", err)
+	}
+	res, err := s.submit(ctx, &op{kind: opRead, read: &pimv1.ReadSync{Conv: conv, Seq: seq, User: user, Device: device}})
+	if err != nil {
+		return 0, store.Result{}, err
+	}
+	pos := res.Message.GetSeq()
+	res.Message = nil
+	return pos, res, nil
+}
 
 // Send sequences and stores one message. See store.Store.
 func (s *Store) Send(ctx context.Context, req store.SendRequest) (store.Result, error) {

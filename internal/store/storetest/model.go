@@ -42,6 +42,7 @@ var errModelInvalid = errors.New("model: invalid argument")
 type modelRef struct {
 	conv string
 	seq  uint64
+	read *pimv1.ReadSync // set for a read-sync event
 }
 
 type modelDedup struct{ sender, device, clientMsgID string }
@@ -55,6 +56,7 @@ type memState struct {
 	timelines map[string][]modelRef // user -> events; index user seq - 1
 	dedup     map[modelDedup]modelRef
 	cursors   map[[2]string]uint64
+	reads     map[[2]string]uint64 // (user, conv) -> read position
 }
 
 func newMemState() *memState {
@@ -69,6 +71,7 @@ func newMemState() *memState {
 		timelines: make(map[string][]modelRef),
 		dedup:     make(map[modelDedup]modelRef),
 		cursors:   make(map[[2]string]uint64),
+		reads:     make(map[[2]string]uint64),
 	}
 }
 
@@ -151,7 +154,7 @@ func (st *memState) appendMsg(msg *pimv1.Message, recipients []string) store.Res
 	st.msgs[msg.Conv] = append(st.msgs[msg.Conv], msg)
 	res := store.Result{Message: clone(msg), Deliveries: []store.Delivery{}}
 	for _, u := range recipients {
-		st.timelines[u] = append(st.timelines[u], modelRef{msg.Conv, msg.Seq})
+		st.timelines[u] = append(st.timelines[u], modelRef{conv: msg.Conv, seq: msg.Seq})
 		res.Deliveries = append(res.Deliveries, store.Delivery{User: u, Event: &pimv1.Event{
 			UserSeq: uint64(len(st.timelines[u])),
 			Kind:    &pimv1.Event_Message{Message: res.Message},
@@ -205,7 +208,7 @@ func (st *memState) duplicate(sender, device, id string) (store.Result, bool) {
 // remember records msg's dedup entry, if it has a client id.
 func (st *memState) remember(msg *pimv1.Message) {
 	if msg.ClientMsgId != "" {
-		st.dedup[modelDedup{msg.Sender, msg.SenderDevice, msg.ClientMsgId}] = modelRef{msg.Conv, msg.Seq}
+		st.dedup[modelDedup{msg.Sender, msg.SenderDevice, msg.ClientMsgId}] = modelRef{conv: msg.Conv, seq: msg.Seq}
 	}
 }
 
@@ -407,10 +410,13 @@ func (m *memStore) Timeline(ctx context.Context, user string, after uint64, limi
 	evs := []*pimv1.Event{}
 	for us := after + 1; us <= head && len(evs) < limit; us++ {
 		r := tl[us-1]
-		evs = append(evs, &pimv1.Event{
-			UserSeq: us,
-			Kind:    &pimv1.Event_Message{Message: clone(m.st.msgs[r.conv][r.seq-1])},
-		})
+		ev := &pimv1.Event{UserSeq: us}
+		if r.read != nil {
+			ev.Kind = &pimv1.Event_Read{Read: proto.Clone(r.read).(*pimv1.ReadSync)}
+		} else {
+			ev.Kind = &pimv1.Event_Message{Message: clone(m.st.msgs[r.conv][r.seq-1])}
+		}
+		evs = append(evs, ev)
 	}
 	return evs, head, nil
 }
@@ -483,4 +489,54 @@ func (m *memStore) Cursor(ctx context.Context, user, device string) (uint64, err
 	}
 	defer m.st.mu.Unlock()
 	return m.st.cursors[[2]string{user, device}], nil
+}
+
+func (m *memStore) MarkRead(ctx context.Context, user, device, conv string, seq uint64) (uint64, store.Result, error) {
+	if store.ValidateConv(conv) != nil || !store.ValidID(user) {
+		return 0, store.Result{}, errModelInvalid
+	}
+	if err := m.lock(ctx); err != nil {
+		return 0, store.Result{}, err
+	}
+	defer m.st.mu.Unlock()
+	st := m.st
+	ms, err := st.members(conv)
+	if err != nil {
+		return 0, store.Result{}, fmt.Errorf("model: mark read: %w", err)
+	}
+	var users []string
+	for _, mb := range ms {
+		users = append(users, mb.User)
+	}
+	if !slices.Contains(users, user) {
+		return 0, store.Result{}, fmt.Errorf("model: mark read: %w", store.ErrNotMember)
+	}
+	key := [2]string{user, conv}
+	seq = min(seq, uint64(len(st.msgs[conv])))
+	if seq <= st.reads[key] {
+		return st.reads[key], store.Result{}, nil
+	}
+	st.reads[key] = seq
+	if store.IsGroup(conv) {
+		users = []string{user}
+	}
+	ev := &pimv1.ReadSync{Conv: conv, Seq: seq, User: user, Device: device}
+	var res store.Result
+	for _, u := range users {
+		st.timelines[u] = append(st.timelines[u], modelRef{conv: conv, seq: seq, read: ev})
+		res.Deliveries = append(res.Deliveries, store.Delivery{User: u, Event: &pimv1.Event{
+			UserSeq: uint64(len(st.timelines[u])), Kind: &pimv1.Event_Read{Read: ev}}})
+	}
+	return seq, res, nil
+}
+
+func (m *memStore) ReadPosition(ctx context.Context, user, conv string) (uint64, error) {
+	if store.ValidateConv(conv) != nil || !store.ValidID(user) {
+		return 0, errModelInvalid
+	}
+	if err := m.lock(ctx); err != nil {
+		return 0, err
+	}
+	defer m.st.mu.Unlock()
+	return m.st.reads[[2]string{user, conv}], nil
 }

@@ -68,11 +68,23 @@ func testModel(t *testing.T, open Opener) {
 		if rng.IntN(3) == 0 {
 			ch.MaxMembers = 1 + rng.IntN(6)
 		}
+		if rng.IntN(4) == 0 { // shares the id space with sends
+			ch.ClientMsgID = fmt.Sprintf("c%d", rng.IntN(40))
+		}
 		return ch
 	}
 
 	for i := range *opsFlag {
 		step := fmt.Sprintf("seed %d, op %d", seed, i)
+		if rng.IntN(10) == 0 {
+			u, d, c := pick(users), pick(devices), conv()
+			seq := uint64(rng.IntN(12))
+			gp, gres, gerr := e.s.MarkRead(ctx, u, d, c, seq)
+			wp, wres, werr := m.MarkRead(ctx, u, d, c, seq)
+			same(t, fmt.Sprintf("%s: MarkRead(%s, %s, %s, %d)", step, u, d, c, seq),
+				fmt.Sprint(gp, " ", fmtResult(gres, gerr)), fmt.Sprint(wp, " ", fmtResult(wres, werr)))
+			continue
+		}
 		switch p := rng.IntN(100); {
 		case p < 40:
 			n++
@@ -181,7 +193,9 @@ func fmtResult(r store.Result, err error) string {
 	slices.SortFunc(ds, func(x, y store.Delivery) int { return strings.Compare(x.User, y.User) })
 	for _, d := range ds {
 		fmt.Fprintf(&b, "\n  to %s: %d", d.User, d.Event.GetUserSeq())
-		if !proto.Equal(d.Event.GetMessage(), r.Message) {
+		if d.Event.GetRead() != nil {
+			fmt.Fprintf(&b, " %s", fmtEvent(d.Event))
+		} else if !proto.Equal(d.Event.GetMessage(), r.Message) {
 			fmt.Fprintf(&b, " carrying %s", fmtMsg(d.Event.GetMessage()))
 		}
 	}
@@ -195,7 +209,7 @@ func fmtEvents(evs []*pimv1.Event, head uint64, err error) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "head %d", head)
 	for _, ev := range evs {
-		fmt.Fprintf(&b, "\n  %d: %s", ev.UserSeq, fmtMsg(ev.GetMessage()))
+		fmt.Fprintf(&b, "\n  %d: %s", ev.UserSeq, fmtEvent(ev))
 	}
 	return b.String()
 }

@@ -61,6 +61,7 @@ func Run(t *testing.T, open func(t *testing.T, dir string) store.Store) {
 		{"IdempotentConcurrent", testIdempotentConcurrent},
 		{"DedupPerDevice", testDedupPerDevice},
 		{"IdempotentGroupChanges", testIdempotentGroupChanges},
+		{"ReadPositions", testReadPositions},
 		{"ConcurrentGapFree", testConcurrentGapFree},
 		{"ConcurrentMixedAtomic", testConcurrentMixed},
 		{"Cursors", testCursors},
@@ -214,8 +215,8 @@ func readTimeline(t *testing.T, s store.Store, user string) []*pimv1.Event {
 			if ev.UserSeq != after+1 {
 				t.Fatalf("timeline %s: user seq %d after %d (gap or disorder)", user, ev.UserSeq, after)
 			}
-			if ev.GetMessage() == nil {
-				t.Fatalf("timeline %s: event %d has no message", user, ev.UserSeq)
+			if ev.GetMessage() == nil && ev.GetRead() == nil {
+				t.Fatalf("timeline %s: event %d is empty", user, ev.UserSeq)
 			}
 			after = ev.UserSeq
 			all = append(all, ev)
@@ -313,6 +314,14 @@ func mustErr(t *testing.T, what string, err, want error) {
 	}
 }
 
+// fmtEvent formats a timeline event of any kind.
+func fmtEvent(ev *pimv1.Event) string {
+	if r := ev.GetRead(); r != nil {
+		return fmt.Sprintf("read %s/%d by %s/%s", r.Conv, r.Seq, r.User, r.Device)
+	}
+	return fmtMsg(ev.GetMessage())
+}
+
 func fmtMsg(m *pimv1.Message) string {
 	if m == nil {
 		return "<nil>"
@@ -348,6 +357,9 @@ func CheckConsistent(t *testing.T, s store.Store, convs, users []string) {
 		last := make(map[string]uint64)
 		for _, ev := range evs {
 			m := ev.GetMessage()
+			if m == nil {
+				continue // a read-sync event
+			}
 			if m.Seq <= last[m.Conv] {
 				t.Fatalf("timeline %s: %s/%d after %s/%d: disagrees with conversation order", u, m.Conv, m.Seq, m.Conv, last[m.Conv])
 			}
@@ -453,7 +465,7 @@ func dump(t *testing.T, s store.Store, convs, users, devices []string) []string 
 		evs := readTimeline(t, s, u)
 		out = append(out, fmt.Sprintf("head %s: %d", u, len(evs)))
 		for _, ev := range evs {
-			out = append(out, fmt.Sprintf("timeline %s %d: %s", u, ev.UserSeq, fmtMsg(ev.GetMessage())))
+			out = append(out, fmt.Sprintf("timeline %s %d: %s", u, ev.UserSeq, fmtEvent(ev)))
 		}
 		for _, d := range devices {
 			c, err := s.Cursor(ctx, u, d)
@@ -1411,5 +1423,70 @@ func testIdempotentGroupChanges(t *testing.T, open Opener) {
 	}
 	if got := e.history("g:team"); len(got) != 3 {
 		t.Fatalf("group has %d messages after retries, want 3", len(got))
+	}
+}
+
+// Read positions only move forward, are capped at the head, reach the
+// reader's timeline (and the peer's in a 1:1) once per move, survive a
+// reopen, and are refused to non-members.
+func testReadPositions(t *testing.T, open Opener) {
+	e := newEnv(t, open)
+	ctx := t.Context()
+	dm := store.DirectConv("alice", "bob")
+	for i := range 3 {
+		e.send(dm, "bob", "phone", fmt.Sprintf("b%d", i), "hi")
+	}
+	e.create("g:team", "alice", "bob", "carol")
+	e.send("g:team", "bob", "phone", "g1", "group hi")
+	heads := func() [3]uint64 { return [3]uint64{e.head("alice"), e.head("bob"), e.head("carol")} }
+	before := heads()
+
+	steps := []struct {
+		user, conv string
+		seq, want  uint64
+		moved      bool
+	}{
+		{"alice", dm, 2, 2, true},
+		{"alice", dm, 2, 2, false}, // repeated
+		{"alice", dm, 1, 2, false}, // late: never moves back
+		{"alice", dm, 99, 3, true}, // capped at the head
+		{"carol", "g:team", 2, 2, true},
+		{"carol", "g:team", 0, 2, false},
+	}
+	for i, st := range steps {
+		pos, res, err := e.s.MarkRead(ctx, st.user, "pc", st.conv, st.seq)
+		if err != nil {
+			t.Fatalf("step %d: %v", i, err)
+		}
+		if pos != st.want || (len(res.Deliveries) > 0) != st.moved {
+			t.Fatalf("step %d: MarkRead(%s, %s, %d) = %d with %d deliveries, want %d (moved %v)",
+				i, st.user, st.conv, st.seq, pos, len(res.Deliveries), st.want, st.moved)
+		}
+	}
+	after := heads()
+	// alice: 2 moves in the 1:1; bob: the same 2 as receipts; carol: 1 (groups do not fan out).
+	if after[0]-before[0] != 2 || after[1]-before[1] != 2 || after[2]-before[2] != 1 {
+		t.Fatalf("timeline growth %v -> %v, want +2 +2 +1", before, after)
+	}
+	evs := e.timeline("bob")
+	last := evs[len(evs)-1].GetRead()
+	if last == nil || last.Conv != dm || last.Seq != 3 || last.User != "alice" || last.Device != "pc" {
+		t.Fatalf("bob's last event = %s, want alice's read receipt up to 3", fmtEvent(evs[len(evs)-1]))
+	}
+	e.reopen()
+	if pos, err := e.s.ReadPosition(ctx, "alice", dm); err != nil || pos != 3 {
+		t.Fatalf("after reopen: ReadPosition = %d, %v", pos, err)
+	}
+	if pos, _, err := e.s.MarkRead(ctx, "alice", "pc", dm, 3); err != nil || pos != 3 {
+		t.Fatalf("after reopen: MarkRead = %d, %v", pos, err)
+	}
+	if _, _, err := e.s.MarkRead(ctx, "dave", "pc", "g:team", 1); !errors.Is(err, store.ErrNotMember) {
+		t.Fatalf("non-member read: %v", err)
+	}
+	if _, _, err := e.s.MarkRead(ctx, "dave", "pc", dm, 1); !errors.Is(err, store.ErrNotMember) {
+		t.Fatalf("outsider read of a 1:1: %v", err)
+	}
+	if _, _, err := e.s.MarkRead(ctx, "dave", "pc", "g:none", 1); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("read of an unknown group: %v", err)
 	}
 }

@@ -272,6 +272,8 @@ type Frame struct {
 	//	*Frame_GoAway
 	//	*Frame_GroupReq
 	//	*Frame_GroupResp
+	//	*Frame_ReadReq
+	//	*Frame_ReadResp
 	Body          isFrame_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -465,6 +467,24 @@ func (x *Frame) GetGroupResp() *GroupResp {
 	return nil
 }
 
+func (x *Frame) GetReadReq() *ReadReq {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_ReadReq); ok {
+			return x.ReadReq
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetReadResp() *ReadResp {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_ReadResp); ok {
+			return x.ReadResp
+		}
+	}
+	return nil
+}
+
 type isFrame_Body interface {
 	isFrame_Body()
 }
@@ -533,6 +553,14 @@ type Frame_GroupResp struct {
 	GroupResp *GroupResp `protobuf:"bytes,25,opt,name=group_resp,json=groupResp,proto3,oneof"`
 }
 
+type Frame_ReadReq struct {
+	ReadReq *ReadReq `protobuf:"bytes,26,opt,name=read_req,json=readReq,proto3,oneof"`
+}
+
+type Frame_ReadResp struct {
+	ReadResp *ReadResp `protobuf:"bytes,27,opt,name=read_resp,json=readResp,proto3,oneof"`
+}
+
 func (*Frame_Hello) isFrame_Body() {}
 
 func (*Frame_Welcome) isFrame_Body() {}
@@ -564,6 +592,10 @@ func (*Frame_GoAway) isFrame_Body() {}
 func (*Frame_GroupReq) isFrame_Body() {}
 
 func (*Frame_GroupResp) isFrame_Body() {}
+
+func (*Frame_ReadReq) isFrame_Body() {}
+
+func (*Frame_ReadResp) isFrame_Body() {}
 
 // Hello is the first frame a client sends. Nothing else is accepted before it.
 type Hello struct {
@@ -1003,6 +1035,7 @@ type Event struct {
 	// Types that are valid to be assigned to Kind:
 	//
 	//	*Event_Message
+	//	*Event_Read
 	Kind          isEvent_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1061,6 +1094,15 @@ func (x *Event) GetMessage() *Message {
 	return nil
 }
 
+func (x *Event) GetRead() *ReadSync {
+	if x != nil {
+		if x, ok := x.Kind.(*Event_Read); ok {
+			return x.Read
+		}
+	}
+	return nil
+}
+
 type isEvent_Kind interface {
 	isEvent_Kind()
 }
@@ -1069,7 +1111,86 @@ type Event_Message struct {
 	Message *Message `protobuf:"bytes,2,opt,name=message,proto3,oneof"`
 }
 
+type Event_Read struct {
+	Read *ReadSync `protobuf:"bytes,3,opt,name=read,proto3,oneof"`
+}
+
 func (*Event_Message) isEvent_Kind() {}
+
+func (*Event_Read) isEvent_Kind() {}
+
+// ReadSync reports that user read conv up to seq (the article's PIMSyncRead).
+// It reaches every device of the reader (so a message read on the phone is
+// not unread on the PC) and, in a 1:1 conversation, the peer's devices (a
+// read receipt).
+type ReadSync struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Conv  string                 `protobuf:"bytes,1,opt,name=conv,proto3" json:"conv,omitempty"`
+	Seq   uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	// The reader and the device they read on.
+	User          string `protobuf:"bytes,3,opt,name=user,proto3" json:"user,omitempty"`
+	Device        string `protobuf:"bytes,4,opt,name=device,proto3" json:"device,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadSync) Reset() {
+	*x = ReadSync{}
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadSync) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadSync) ProtoMessage() {}
+
+func (x *ReadSync) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadSync.ProtoReflect.Descriptor instead.
+func (*ReadSync) Descriptor() ([]byte, []int) {
+	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ReadSync) GetConv() string {
+	if x != nil {
+		return x.Conv
+	}
+	return ""
+}
+
+func (x *ReadSync) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *ReadSync) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *ReadSync) GetDevice() string {
+	if x != nil {
+		return x.Device
+	}
+	return ""
+}
 
 // SendReq sends a message. Exactly one of to_user and conv is set.
 type SendReq struct {
@@ -1091,7 +1212,7 @@ type SendReq struct {
 
 func (x *SendReq) Reset() {
 	*x = SendReq{}
-	mi := &file_proto_pim_v1_pim_proto_msgTypes[6]
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1103,7 +1224,7 @@ func (x *SendReq) String() string {
 func (*SendReq) ProtoMessage() {}
 
 func (x *SendReq) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_pim_v1_pim_proto_msgTypes[6]
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1116,7 +1237,7 @@ func (x *SendReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendReq.ProtoReflect.Descriptor instead.
 func (*SendReq) Descriptor() ([]byte, []int) {
-	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{6}
+	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *SendReq) GetClientMsgId() string {
@@ -1183,7 +1304,7 @@ type SendAck struct {
 
 func (x *SendAck) Reset() {
 	*x = SendAck{}
-	mi := &file_proto_pim_v1_pim_proto_msgTypes[7]
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1195,7 +1316,7 @@ func (x *SendAck) String() string {
 func (*SendAck) ProtoMessage() {}
 
 func (x *SendAck) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_pim_v1_pim_proto_msgTypes[7]
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1208,7 +1329,7 @@ func (x *SendAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendAck.ProtoReflect.Descriptor instead.
 func (*SendAck) Descriptor() ([]byte, []int) {
-	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{7}
+	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *SendAck) GetClientMsgId() string {
@@ -1263,7 +1384,7 @@ type Push struct {
 
 func (x *Push) Reset() {
 	*x = Push{}
-	mi := &file_proto_pim_v1_pim_proto_msgTypes[8]
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1275,7 +1396,7 @@ func (x *Push) String() string {
 func (*Push) ProtoMessage() {}
 
 func (x *Push) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_pim_v1_pim_proto_msgTypes[8]
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1288,7 +1409,7 @@ func (x *Push) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Push.ProtoReflect.Descriptor instead.
 func (*Push) Descriptor() ([]byte, []int) {
-	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{8}
+	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Push) GetEvents() []*Event {
@@ -1308,7 +1429,7 @@ type PushAck struct {
 
 func (x *PushAck) Reset() {
 	*x = PushAck{}
-	mi := &file_proto_pim_v1_pim_proto_msgTypes[9]
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1320,7 +1441,7 @@ func (x *PushAck) String() string {
 func (*PushAck) ProtoMessage() {}
 
 func (x *PushAck) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_pim_v1_pim_proto_msgTypes[9]
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1333,7 +1454,7 @@ func (x *PushAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushAck.ProtoReflect.Descriptor instead.
 func (*PushAck) Descriptor() ([]byte, []int) {
-	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{9}
+	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *PushAck) GetUserSeq() uint64 {
@@ -1356,7 +1477,7 @@ type SyncReq struct {
 
 func (x *SyncReq) Reset() {
 	*x = SyncReq{}
-	mi := &file_proto_pim_v1_pim_proto_msgTypes[10]
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1368,7 +1489,7 @@ func (x *SyncReq) String() string {
 func (*SyncReq) ProtoMessage() {}
 
 func (x *SyncReq) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_pim_v1_pim_proto_msgTypes[10]
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1381,7 +1502,7 @@ func (x *SyncReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncReq.ProtoReflect.Descriptor instead.
 func (*SyncReq) Descriptor() ([]byte, []int) {
-	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{10}
+	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SyncReq) GetAfterUserSeq() uint64 {
@@ -1410,7 +1531,7 @@ type SyncResp struct {
 
 func (x *SyncResp) Reset() {
 	*x = SyncResp{}
-	mi := &file_proto_pim_v1_pim_proto_msgTypes[11]
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1422,7 +1543,7 @@ func (x *SyncResp) String() string {
 func (*SyncResp) ProtoMessage() {}
 
 func (x *SyncResp) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_pim_v1_pim_proto_msgTypes[11]
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1435,7 +1556,7 @@ func (x *SyncResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncResp.ProtoReflect.Descriptor instead.
 func (*SyncResp) Descriptor() ([]byte, []int) {
-	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{11}
+	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SyncResp) GetEvents() []*Event {
@@ -1471,7 +1592,7 @@ type HistoryReq struct {
 
 func (x *HistoryReq) Reset() {
 	*x = HistoryReq{}
-	mi := &file_proto_pim_v1_pim_proto_msgTypes[12]
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1483,7 +1604,7 @@ func (x *HistoryReq) String() string {
 func (*HistoryReq) ProtoMessage() {}
 
 func (x *HistoryReq) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_pim_v1_pim_proto_msgTypes[12]
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1496,7 +1617,7 @@ func (x *HistoryReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryReq.ProtoReflect.Descriptor instead.
 func (*HistoryReq) Descriptor() ([]byte, []int) {
-	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{12}
+	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *HistoryReq) GetConv() string {
@@ -1532,7 +1653,7 @@ type HistoryResp struct {
 
 func (x *HistoryResp) Reset() {
 	*x = HistoryResp{}
-	mi := &file_proto_pim_v1_pim_proto_msgTypes[13]
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1544,7 +1665,7 @@ func (x *HistoryResp) String() string {
 func (*HistoryResp) ProtoMessage() {}
 
 func (x *HistoryResp) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_pim_v1_pim_proto_msgTypes[13]
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1557,7 +1678,7 @@ func (x *HistoryResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryResp.ProtoReflect.Descriptor instead.
 func (*HistoryResp) Descriptor() ([]byte, []int) {
-	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{13}
+	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *HistoryResp) GetMessages() []*Message {
@@ -1583,7 +1704,7 @@ type Ping struct {
 
 func (x *Ping) Reset() {
 	*x = Ping{}
-	mi := &file_proto_pim_v1_pim_proto_msgTypes[14]
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1595,7 +1716,7 @@ func (x *Ping) String() string {
 func (*Ping) ProtoMessage() {}
 
 func (x *Ping) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_pim_v1_pim_proto_msgTypes[14]
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1608,7 +1729,7 @@ func (x *Ping) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ping.ProtoReflect.Descriptor instead.
 func (*Ping) Descriptor() ([]byte, []int) {
-	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{14}
+	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Ping) GetClientTime() int64 {
@@ -1629,7 +1750,7 @@ type Pong struct {
 
 func (x *Pong) Reset() {
 	*x = Pong{}
-	mi := &file_proto_pim_v1_pim_proto_msgTypes[15]
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1641,7 +1762,7 @@ func (x *Pong) String() string {
 func (*Pong) ProtoMessage() {}
 
 func (x *Pong) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_pim_v1_pim_proto_msgTypes[15]
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1654,7 +1775,7 @@ func (x *Pong) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pong.ProtoReflect.Descriptor instead.
 func (*Pong) Descriptor() ([]byte, []int) {
-	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{15}
+	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Pong) GetServerTime() int64 {
@@ -1684,7 +1805,7 @@ type GoAway struct {
 
 func (x *GoAway) Reset() {
 	*x = GoAway{}
-	mi := &file_proto_pim_v1_pim_proto_msgTypes[16]
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1696,7 +1817,7 @@ func (x *GoAway) String() string {
 func (*GoAway) ProtoMessage() {}
 
 func (x *GoAway) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_pim_v1_pim_proto_msgTypes[16]
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1709,7 +1830,7 @@ func (x *GoAway) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GoAway.ProtoReflect.Descriptor instead.
 func (*GoAway) Descriptor() ([]byte, []int) {
-	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{16}
+	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GoAway) GetRetryAfterMs() uint32 {
@@ -1752,7 +1873,7 @@ type GroupReq struct {
 
 func (x *GroupReq) Reset() {
 	*x = GroupReq{}
-	mi := &file_proto_pim_v1_pim_proto_msgTypes[17]
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1764,7 +1885,7 @@ func (x *GroupReq) String() string {
 func (*GroupReq) ProtoMessage() {}
 
 func (x *GroupReq) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_pim_v1_pim_proto_msgTypes[17]
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1777,7 +1898,7 @@ func (x *GroupReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupReq.ProtoReflect.Descriptor instead.
 func (*GroupReq) Descriptor() ([]byte, []int) {
-	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{17}
+	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GroupReq) GetOp() GroupOp {
@@ -1815,6 +1936,114 @@ func (x *GroupReq) GetClientReqId() string {
 	return ""
 }
 
+// ReadReq marks conv read up to seq for the session's user. Read positions
+// only move forward: a late or repeated ReadReq is answered with the current
+// position and changes nothing, so it is safe to replay (an offline command).
+type ReadReq struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Conv          string                 `protobuf:"bytes,1,opt,name=conv,proto3" json:"conv,omitempty"`
+	Seq           uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadReq) Reset() {
+	*x = ReadReq{}
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadReq) ProtoMessage() {}
+
+func (x *ReadReq) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadReq.ProtoReflect.Descriptor instead.
+func (*ReadReq) Descriptor() ([]byte, []int) {
+	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ReadReq) GetConv() string {
+	if x != nil {
+		return x.Conv
+	}
+	return ""
+}
+
+func (x *ReadReq) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+type ReadResp struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Conv  string                 `protobuf:"bytes,1,opt,name=conv,proto3" json:"conv,omitempty"`
+	// The user's read position in conv after the request.
+	ReadSeq       uint64 `protobuf:"varint,2,opt,name=read_seq,json=readSeq,proto3" json:"read_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadResp) Reset() {
+	*x = ReadResp{}
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadResp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadResp) ProtoMessage() {}
+
+func (x *ReadResp) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadResp.ProtoReflect.Descriptor instead.
+func (*ReadResp) Descriptor() ([]byte, []int) {
+	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ReadResp) GetConv() string {
+	if x != nil {
+		return x.Conv
+	}
+	return ""
+}
+
+func (x *ReadResp) GetReadSeq() uint64 {
+	if x != nil {
+		return x.ReadSeq
+	}
+	return 0
+}
+
 type Member struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	User  string                 `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
@@ -1827,7 +2056,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_proto_pim_v1_pim_proto_msgTypes[18]
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1839,7 +2068,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_pim_v1_pim_proto_msgTypes[18]
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1852,7 +2081,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{18}
+	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Member) GetUser() string {
@@ -1888,7 +2117,7 @@ type GroupResp struct {
 
 func (x *GroupResp) Reset() {
 	*x = GroupResp{}
-	mi := &file_proto_pim_v1_pim_proto_msgTypes[19]
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1900,7 +2129,7 @@ func (x *GroupResp) String() string {
 func (*GroupResp) ProtoMessage() {}
 
 func (x *GroupResp) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_pim_v1_pim_proto_msgTypes[19]
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1913,7 +2142,7 @@ func (x *GroupResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupResp.ProtoReflect.Descriptor instead.
 func (*GroupResp) Descriptor() ([]byte, []int) {
-	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{19}
+	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GroupResp) GetGroup() string {
@@ -1941,7 +2170,7 @@ var File_proto_pim_v1_pim_proto protoreflect.FileDescriptor
 
 const file_proto_pim_v1_pim_proto_rawDesc = "" +
 	"\n" +
-	"\x16proto/pim/v1/pim.proto\x12\x06pim.v1\"\xff\x05\n" +
+	"\x16proto/pim/v1/pim.proto\x12\x06pim.v1\"\xde\x06\n" +
 	"\x05Frame\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\x04R\trequestId\x12%\n" +
@@ -1963,7 +2192,9 @@ const file_proto_pim_v1_pim_proto_rawDesc = "" +
 	"\ago_away\x18\x17 \x01(\v2\x0e.pim.v1.GoAwayH\x00R\x06goAway\x12/\n" +
 	"\tgroup_req\x18\x18 \x01(\v2\x10.pim.v1.GroupReqH\x00R\bgroupReq\x122\n" +
 	"\n" +
-	"group_resp\x18\x19 \x01(\v2\x11.pim.v1.GroupRespH\x00R\tgroupRespB\x06\n" +
+	"group_resp\x18\x19 \x01(\v2\x11.pim.v1.GroupRespH\x00R\tgroupResp\x12,\n" +
+	"\bread_req\x18\x1a \x01(\v2\x0f.pim.v1.ReadReqH\x00R\areadReq\x12/\n" +
+	"\tread_resp\x18\x1b \x01(\v2\x10.pim.v1.ReadRespH\x00R\breadRespB\x06\n" +
 	"\x04body\"\xc0\x01\n" +
 	"\x05Hello\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x1b\n" +
@@ -2007,11 +2238,17 @@ const file_proto_pim_v1_pim_proto_rawDesc = "" +
 	"serverTime\x12\x1d\n" +
 	"\n" +
 	"client_seq\x18\v \x01(\x04R\tclientSeq\x12\x18\n" +
-	"\amembers\x18\f \x03(\tR\amembers\"W\n" +
+	"\amembers\x18\f \x03(\tR\amembers\"\x7f\n" +
 	"\x05Event\x12\x19\n" +
 	"\buser_seq\x18\x01 \x01(\x04R\auserSeq\x12+\n" +
-	"\amessage\x18\x02 \x01(\v2\x0f.pim.v1.MessageH\x00R\amessageB\x06\n" +
-	"\x04kind\"\xd7\x01\n" +
+	"\amessage\x18\x02 \x01(\v2\x0f.pim.v1.MessageH\x00R\amessage\x12&\n" +
+	"\x04read\x18\x03 \x01(\v2\x10.pim.v1.ReadSyncH\x00R\x04readB\x06\n" +
+	"\x04kind\"\\\n" +
+	"\bReadSync\x12\x12\n" +
+	"\x04conv\x18\x01 \x01(\tR\x04conv\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x12\n" +
+	"\x04user\x18\x03 \x01(\tR\x04user\x12\x16\n" +
+	"\x06device\x18\x04 \x01(\tR\x06device\"\xd7\x01\n" +
 	"\aSendReq\x12\"\n" +
 	"\rclient_msg_id\x18\x01 \x01(\tR\vclientMsgId\x12\x12\n" +
 	"\x04conv\x18\x02 \x01(\tR\x04conv\x12\x17\n" +
@@ -2067,7 +2304,13 @@ const file_proto_pim_v1_pim_proto_rawDesc = "" +
 	"\x05group\x18\x02 \x01(\tR\x05group\x12\x14\n" +
 	"\x05users\x18\x03 \x03(\tR\x05users\x12\x12\n" +
 	"\x04name\x18\x04 \x01(\tR\x04name\x12\"\n" +
-	"\rclient_req_id\x18\x05 \x01(\tR\vclientReqId\"K\n" +
+	"\rclient_req_id\x18\x05 \x01(\tR\vclientReqId\"/\n" +
+	"\aReadReq\x12\x12\n" +
+	"\x04conv\x18\x01 \x01(\tR\x04conv\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\"9\n" +
+	"\bReadResp\x12\x12\n" +
+	"\x04conv\x18\x01 \x01(\tR\x04conv\x12\x19\n" +
+	"\bread_seq\x18\x02 \x01(\x04R\areadSeq\"K\n" +
 	"\x06Member\x12\x12\n" +
 	"\x04user\x18\x01 \x01(\tR\x04user\x12\x19\n" +
 	"\bjoin_seq\x18\x02 \x01(\x04R\ajoinSeq\x12\x12\n" +
@@ -2119,7 +2362,7 @@ func file_proto_pim_v1_pim_proto_rawDescGZIP() []byte {
 }
 
 var file_proto_pim_v1_pim_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_proto_pim_v1_pim_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_proto_pim_v1_pim_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_proto_pim_v1_pim_proto_goTypes = []any{
 	(ErrorCode)(0),      // 0: pim.v1.ErrorCode
 	(MessageType)(0),    // 1: pim.v1.MessageType
@@ -2130,52 +2373,58 @@ var file_proto_pim_v1_pim_proto_goTypes = []any{
 	(*Error)(nil),       // 6: pim.v1.Error
 	(*Message)(nil),     // 7: pim.v1.Message
 	(*Event)(nil),       // 8: pim.v1.Event
-	(*SendReq)(nil),     // 9: pim.v1.SendReq
-	(*SendAck)(nil),     // 10: pim.v1.SendAck
-	(*Push)(nil),        // 11: pim.v1.Push
-	(*PushAck)(nil),     // 12: pim.v1.PushAck
-	(*SyncReq)(nil),     // 13: pim.v1.SyncReq
-	(*SyncResp)(nil),    // 14: pim.v1.SyncResp
-	(*HistoryReq)(nil),  // 15: pim.v1.HistoryReq
-	(*HistoryResp)(nil), // 16: pim.v1.HistoryResp
-	(*Ping)(nil),        // 17: pim.v1.Ping
-	(*Pong)(nil),        // 18: pim.v1.Pong
-	(*GoAway)(nil),      // 19: pim.v1.GoAway
-	(*GroupReq)(nil),    // 20: pim.v1.GroupReq
-	(*Member)(nil),      // 21: pim.v1.Member
-	(*GroupResp)(nil),   // 22: pim.v1.GroupResp
+	(*ReadSync)(nil),    // 9: pim.v1.ReadSync
+	(*SendReq)(nil),     // 10: pim.v1.SendReq
+	(*SendAck)(nil),     // 11: pim.v1.SendAck
+	(*Push)(nil),        // 12: pim.v1.Push
+	(*PushAck)(nil),     // 13: pim.v1.PushAck
+	(*SyncReq)(nil),     // 14: pim.v1.SyncReq
+	(*SyncResp)(nil),    // 15: pim.v1.SyncResp
+	(*HistoryReq)(nil),  // 16: pim.v1.HistoryReq
+	(*HistoryResp)(nil), // 17: pim.v1.HistoryResp
+	(*Ping)(nil),        // 18: pim.v1.Ping
+	(*Pong)(nil),        // 19: pim.v1.Pong
+	(*GoAway)(nil),      // 20: pim.v1.GoAway
+	(*GroupReq)(nil),    // 21: pim.v1.GroupReq
+	(*ReadReq)(nil),     // 22: pim.v1.ReadReq
+	(*ReadResp)(nil),    // 23: pim.v1.ReadResp
+	(*Member)(nil),      // 24: pim.v1.Member
+	(*GroupResp)(nil),   // 25: pim.v1.GroupResp
 }
 var file_proto_pim_v1_pim_proto_depIdxs = []int32{
 	4,  // 0: pim.v1.Frame.hello:type_name -> pim.v1.Hello
 	5,  // 1: pim.v1.Frame.welcome:type_name -> pim.v1.Welcome
 	6,  // 2: pim.v1.Frame.error:type_name -> pim.v1.Error
-	9,  // 3: pim.v1.Frame.send_req:type_name -> pim.v1.SendReq
-	10, // 4: pim.v1.Frame.send_ack:type_name -> pim.v1.SendAck
-	11, // 5: pim.v1.Frame.push:type_name -> pim.v1.Push
-	12, // 6: pim.v1.Frame.push_ack:type_name -> pim.v1.PushAck
-	13, // 7: pim.v1.Frame.sync_req:type_name -> pim.v1.SyncReq
-	14, // 8: pim.v1.Frame.sync_resp:type_name -> pim.v1.SyncResp
-	15, // 9: pim.v1.Frame.history_req:type_name -> pim.v1.HistoryReq
-	16, // 10: pim.v1.Frame.history_resp:type_name -> pim.v1.HistoryResp
-	17, // 11: pim.v1.Frame.ping:type_name -> pim.v1.Ping
-	18, // 12: pim.v1.Frame.pong:type_name -> pim.v1.Pong
-	19, // 13: pim.v1.Frame.go_away:type_name -> pim.v1.GoAway
-	20, // 14: pim.v1.Frame.group_req:type_name -> pim.v1.GroupReq
-	22, // 15: pim.v1.Frame.group_resp:type_name -> pim.v1.GroupResp
-	0,  // 16: pim.v1.Error.code:type_name -> pim.v1.ErrorCode
-	1,  // 17: pim.v1.Message.type:type_name -> pim.v1.MessageType
-	7,  // 18: pim.v1.Event.message:type_name -> pim.v1.Message
-	1,  // 19: pim.v1.SendReq.type:type_name -> pim.v1.MessageType
-	8,  // 20: pim.v1.Push.events:type_name -> pim.v1.Event
-	8,  // 21: pim.v1.SyncResp.events:type_name -> pim.v1.Event
-	7,  // 22: pim.v1.HistoryResp.messages:type_name -> pim.v1.Message
-	2,  // 23: pim.v1.GroupReq.op:type_name -> pim.v1.GroupOp
-	21, // 24: pim.v1.GroupResp.members:type_name -> pim.v1.Member
-	25, // [25:25] is the sub-list for method output_type
-	25, // [25:25] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	10, // 3: pim.v1.Frame.send_req:type_name -> pim.v1.SendReq
+	11, // 4: pim.v1.Frame.send_ack:type_name -> pim.v1.SendAck
+	12, // 5: pim.v1.Frame.push:type_name -> pim.v1.Push
+	13, // 6: pim.v1.Frame.push_ack:type_name -> pim.v1.PushAck
+	14, // 7: pim.v1.Frame.sync_req:type_name -> pim.v1.SyncReq
+	15, // 8: pim.v1.Frame.sync_resp:type_name -> pim.v1.SyncResp
+	16, // 9: pim.v1.Frame.history_req:type_name -> pim.v1.HistoryReq
+	17, // 10: pim.v1.Frame.history_resp:type_name -> pim.v1.HistoryResp
+	18, // 11: pim.v1.Frame.ping:type_name -> pim.v1.Ping
+	19, // 12: pim.v1.Frame.pong:type_name -> pim.v1.Pong
+	20, // 13: pim.v1.Frame.go_away:type_name -> pim.v1.GoAway
+	21, // 14: pim.v1.Frame.group_req:type_name -> pim.v1.GroupReq
+	25, // 15: pim.v1.Frame.group_resp:type_name -> pim.v1.GroupResp
+	22, // 16: pim.v1.Frame.read_req:type_name -> pim.v1.ReadReq
+	23, // 17: pim.v1.Frame.read_resp:type_name -> pim.v1.ReadResp
+	0,  // 18: pim.v1.Error.code:type_name -> pim.v1.ErrorCode
+	1,  // 19: pim.v1.Message.type:type_name -> pim.v1.MessageType
+	7,  // 20: pim.v1.Event.message:type_name -> pim.v1.Message
+	9,  // 21: pim.v1.Event.read:type_name -> pim.v1.ReadSync
+	1,  // 22: pim.v1.SendReq.type:type_name -> pim.v1.MessageType
+	8,  // 23: pim.v1.Push.events:type_name -> pim.v1.Event
+	8,  // 24: pim.v1.SyncResp.events:type_name -> pim.v1.Event
+	7,  // 25: pim.v1.HistoryResp.messages:type_name -> pim.v1.Message
+	2,  // 26: pim.v1.GroupReq.op:type_name -> pim.v1.GroupOp
+	24, // 27: pim.v1.GroupResp.members:type_name -> pim.v1.Member
+	28, // [28:28] is the sub-list for method output_type
+	28, // [28:28] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_proto_pim_v1_pim_proto_init() }
@@ -2200,9 +2449,12 @@ func file_proto_pim_v1_pim_proto_init() {
 		(*Frame_GoAway)(nil),
 		(*Frame_GroupReq)(nil),
 		(*Frame_GroupResp)(nil),
+		(*Frame_ReadReq)(nil),
+		(*Frame_ReadResp)(nil),
 	}
 	file_proto_pim_v1_pim_proto_msgTypes[5].OneofWrappers = []any{
 		(*Event_Message)(nil),
+		(*Event_Read)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2210,7 +2462,7 @@ func file_proto_pim_v1_pim_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_pim_v1_pim_proto_rawDesc), len(file_proto_pim_v1_pim_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   20,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -48,9 +48,27 @@ type unknownEvent struct {
 	Type    string `json:"type"`
 }
 
+// readEvent is the JSON of a read-sync event (the user's own read on another
+// device, or a 1:1 peer's read receipt).
+type readEvent struct {
+	UserSeq uint64 `json:"user_seq"`
+	Type    string `json:"type"` // "read"
+	Conv    string `json:"conv"`
+	Seq     uint64 `json:"seq"`
+	User    string `json:"user"`
+	Device  string `json:"device"`
+}
+
 // formatEvent writes one timeline event on one line; loc is the time zone of
 // human output.
 func formatEvent(w io.Writer, ev *pimv1.Event, asJSON bool, loc *time.Location) error {
+	if r := ev.GetRead(); r != nil {
+		if asJSON {
+			return writeJSONLine(w, readEvent{UserSeq: ev.UserSeq, Type: "read", Conv: r.Conv, Seq: r.Seq, User: r.User, Device: r.Device})
+		}
+		_, err := fmt.Fprintf(w, "%s read up to #%d by %s/%s\n", r.Conv, r.Seq, r.User, r.Device)
+		return err
+	}
 	m := ev.GetMessage()
 	if asJSON {
 		if m == nil {

@@ -50,6 +50,18 @@ func (c *Conn) forget(id uint64) {
 	c.mu.Unlock()
 }
 
+// Read marks a conversation read up to a seq and returns the read position.
+func (c *Conn) Read(ctx context.Context, req *pimv1.ReadReq) (*pimv1.ReadResp, error) {
+	f, err := c.Call(ctx, &pimv1.Frame{Body: &pimv1.Frame_ReadReq{ReadReq: req}})
+	if err != nil {
+		return nil, err
+	}
+	if r := f.GetReadResp(); r != nil {
+		return r, nil
+	}
+	return nil, unexpected(f, "ReadResp")
+}
+
 // Send sends a message and returns its SendAck.
 func (c *Conn) Send(ctx context.Context, req *pimv1.SendReq) (*pimv1.SendAck, error) {
 	f, err := c.Call(ctx, &pimv1.Frame{Body: &pimv1.Frame_SendReq{SendReq: req}})

@@ -297,3 +297,18 @@ func clamp(v, def, hi int) int {
 	}
 	return min(v, hi)
 }
+
+// Read marks req.Conv read up to req.Seq for user (the position only moves
+// forward; a late or repeated read changes nothing) and tells the user's
+// other devices, and the peer of a 1:1 conversation, through their timelines.
+func (s *Service) Read(ctx context.Context, user, device string, req *pimv1.ReadReq) (*pimv1.ReadResp, error) {
+	if err := store.ValidateConv(req.Conv); err != nil {
+		return nil, errcode.New(badRequest, "%v", err)
+	}
+	pos, res, err := s.st.MarkRead(ctx, user, device, req.Conv, req.Seq)
+	if err != nil {
+		return nil, storeErr(err, "mark read")
+	}
+	s.publish(res)
+	return &pimv1.ReadResp{Conv: req.Conv, ReadSeq: pos}, nil
+}

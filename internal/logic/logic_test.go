@@ -89,3 +89,27 @@ func TestGroupPolicy(t *testing.T) {
 		t.Fatalf("members = %v", m.Members)
 	}
 }
+
+func TestReadOnlyMovesForward(t *testing.T) {
+	s := newTestService(t)
+	ctx := context.Background()
+	for i := range 3 {
+		if _, err := s.Send(ctx, "bob", "phone", &pimv1.SendReq{ClientMsgId: string(rune('a' + i)), ToUser: "alice",
+			Type: pimv1.MessageType_MESSAGE_TYPE_TEXT, Body: []byte("hi")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conv := "d:alice:bob"
+	for _, st := range []struct{ seq, want uint64 }{{2, 2}, {1, 2}, {9, 3}, {0, 3}} {
+		resp, err := s.Read(ctx, "alice", "pc", &pimv1.ReadReq{Conv: conv, Seq: st.seq})
+		if err != nil || resp.ReadSeq != st.want {
+			t.Fatalf("Read(%d) = %v, %v; want %d", st.seq, resp, err, st.want)
+		}
+	}
+	if _, err := s.Read(ctx, "carol", "pc", &pimv1.ReadReq{Conv: conv, Seq: 1}); errcode.Code(err) != forbidden {
+		t.Fatalf("outsider read: %v", err)
+	}
+	if _, err := s.Read(ctx, "alice", "pc", &pimv1.ReadReq{Conv: "nope", Seq: 1}); errcode.Code(err) != badRequest {
+		t.Fatalf("bad conv: %v", err)
+	}
+}

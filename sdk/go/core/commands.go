@@ -49,12 +49,16 @@ func commandConv(f *pimv1.Frame) (conv string, ok bool) {
 	switch b := f.GetBody().(type) {
 	case *pimv1.Frame_GroupReq:
 		return b.GroupReq.GetGroup(), true
+	case *pimv1.Frame_ReadReq:
+		// Read positions only move forward on the server, so a replayed
+		// read is idempotent without a dedup key.
+		return b.ReadReq.GetConv(), true
 	}
 	return "", false
 }
 
 // Command queues an offline command: req is a request frame (its
-// request_id is ignored) whose body is a command kind (today: GroupReq).
+// request_id is ignored) whose body is a command kind (GroupReq, ReadReq).
 // It returns the command's id, which its CommandResultEvent carries. A
 // GroupReq CREATE without a group id gets a random one here (so that a
 // retry cannot create a second group); name the group yourself (NewID) to

@@ -68,6 +68,7 @@ func New(cfg Config) http.Handler {
 	s.route("GET /v1/groups/{id}/members", asUser, s.listMembers)
 	s.route("POST /v1/messages", asUser, s.sendMessage)
 	s.route("GET /v1/conversations/{conv}/history", asUser, s.history)
+	s.route("POST /v1/conversations/{conv}/read", asUser, s.markRead)
 	s.mux.HandleFunc("/v1/", s.noRoute)
 	return s.mux
 }

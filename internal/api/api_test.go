@@ -260,6 +260,12 @@ func TestMessagesAndHistory(t *testing.T) {
 		{name: "history bad limit", as: "alice", method: "GET", path: "/v1/conversations/d:alice:bob/history?limit=-1", status: 400, code: "BAD_REQUEST"},
 		{name: "history of others", as: "carol", method: "GET", path: "/v1/conversations/d:alice:bob/history", status: 403, code: "FORBIDDEN"},
 		{name: "history bad conv", as: "alice", method: "GET", path: "/v1/conversations/d:zed:alice/history", status: 400, code: "BAD_REQUEST"},
+		{name: "read", as: "bob", method: "POST", path: "/v1/conversations/d:alice:bob/read", body: `{"seq":2}`, status: 200,
+			check: func(t *testing.T, r map[string]any, _ http.Header) { want(t, r, "read_seq", 2) }},
+		{name: "read never moves back", as: "bob", method: "POST", path: "/v1/conversations/d:alice:bob/read", body: `{"seq":1,"device":"pc"}`, status: 200,
+			check: func(t *testing.T, r map[string]any, _ http.Header) { want(t, r, "read_seq", 2) }},
+		{name: "read of others", as: "carol", method: "POST", path: "/v1/conversations/d:alice:bob/read", body: `{"seq":1}`, status: 403, code: "FORBIDDEN"},
+		{name: "read bad device", as: "bob", method: "POST", path: "/v1/conversations/d:alice:bob/read", body: `{"seq":1,"device":"a b"}`, status: 400, code: "BAD_REQUEST"},
 	})
 }
 

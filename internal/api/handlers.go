@@ -142,11 +142,9 @@ func (s *server) sendMessage(r *http.Request, actor string) (int, any, error) {
 	default:
 		return 0, nil, badRequest("missing text or body_base64")
 	}
-	device := req.Device
-	if device == "" {
-		device = DefaultDevice
-	} else if !store.ValidID(device) {
-		return 0, nil, badRequest("invalid device id %q: use 1-64 characters of A-Z a-z 0-9 . _ @ -", device)
+	device, err := deviceOf(req.Device)
+	if err != nil {
+		return 0, nil, err
 	}
 	if send.ClientMsgId == "" {
 		send.ClientMsgId = RandomClientMsgID()
@@ -184,6 +182,45 @@ func (s *server) history(r *http.Request, actor string) (int, any, error) {
 		h.Messages = append(h.Messages, MessageView(m, 0))
 	}
 	return http.StatusOK, h, nil
+}
+
+// ReadRequest is the body of POST /v1/conversations/{conv}/read.
+type ReadRequest struct {
+	Seq    uint64 `json:"seq"`
+	Device string `json:"device,omitempty"` // default "http"
+}
+
+// ReadPosition is the answer of POST /v1/conversations/{conv}/read.
+type ReadPosition struct {
+	Conv    string `json:"conv"`
+	ReadSeq uint64 `json:"read_seq"`
+}
+
+func (s *server) markRead(r *http.Request, actor string) (int, any, error) {
+	var req ReadRequest
+	if err := s.decode(r, &req); err != nil {
+		return 0, nil, err
+	}
+	device, err := deviceOf(req.Device)
+	if err != nil {
+		return 0, nil, err
+	}
+	resp, err := s.logic.Read(r.Context(), actor, device, &pimv1.ReadReq{Conv: ConvID(r.PathValue("conv")), Seq: req.Seq})
+	if err != nil {
+		return 0, nil, err
+	}
+	return http.StatusOK, ReadPosition{Conv: resp.Conv, ReadSeq: resp.ReadSeq}, nil
+}
+
+// deviceOf returns the device a request names, DefaultDevice if none.
+func deviceOf(device string) (string, error) {
+	if device == "" {
+		return DefaultDevice, nil
+	}
+	if !store.ValidID(device) {
+		return "", badRequest("invalid device id %q: use 1-64 characters of A-Z a-z 0-9 . _ @ -", device)
+	}
+	return device, nil
 }
 
 // RandomClientMsgID returns a fresh random client_msg_id (32 hex digits).

@@ -42,7 +42,12 @@ const (
 
 // Config configures a Service.
 type Config struct {
-	Store        store.Store
+	Store store.Store
+	// Bus receives the events of each write after it returns. Leave it nil
+	// when the store announces them itself in commit order (the Pebble
+	// store's OnCommit, which the server uses): publishing from each
+	// caller's goroutine can reorder a user's events, which makes sessions
+	// fall back to reading the store.
 	Bus          bus.Bus
 	MaxBody      int // largest message body in bytes
 	MaxGroupSize int // largest group (members), write diffusion limit

@@ -71,6 +71,12 @@ type Options struct {
 	// Logger receives Pebble's messages (informational ones at Debug level).
 	// Nil means slog.Default().
 	Logger *slog.Logger
+	// OnCommit, if set, is called by the writer goroutine with the
+	// deliveries of each write, right after the batch holding it is durable
+	// and readable, in commit order: so each user's events arrive in user-seq
+	// order. It must not block (hand them to a bus.Bus) and must not call
+	// the store's write methods.
+	OnCommit func([]store.Delivery)
 }
 
 const (
@@ -99,6 +105,8 @@ type Store struct {
 	wopts *pebble.WriteOptions
 	log   *slog.Logger
 	epoch string
+	// onCommit is Options.OnCommit (nil: none); only the writer calls it.
+	onCommit func([]store.Delivery)
 
 	// mu guards db against Close: readers hold it shared while they use db,
 	// Close takes it exclusively to set closed.
@@ -166,6 +174,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		wopts:      pebble.NoSync,
 		log:        log,
 		epoch:      epoch,
+		onCommit:   opts.OnCommit,
 		ops:        make(chan *op, queueLen),
 		quit:       make(chan struct{}),
 		writerDone: make(chan struct{}),

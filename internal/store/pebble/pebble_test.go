@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -115,4 +116,53 @@ func BenchmarkAck(b *testing.B) {
 			}
 		}
 	})
+}
+
+// OnCommit sees every delivery once, and each user's events in user-seq
+// order, however many writers race.
+func TestOnCommitInUserSeqOrder(t *testing.T) {
+	var mu sync.Mutex
+	last := map[string]uint64{}
+	var bad []string
+	s, err := pebblestore.Open(t.TempDir(), pebblestore.Options{Logger: quiet, OnCommit: func(ds []store.Delivery) {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, d := range ds {
+			if d.Event.UserSeq != last[d.User]+1 {
+				bad = append(bad, fmt.Sprintf("%s: %d after %d", d.User, d.Event.UserSeq, last[d.User]))
+			}
+			last[d.User] = d.Event.UserSeq
+		}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	users := []string{"a", "b", "c", "d"}
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 100 {
+				from, to := users[(w+i)%4], users[(w+2*i+1)%4]
+				if _, err := s.Send(t.Context(), store.SendRequest{Conv: store.DirectConv(from, to), Sender: from, Device: "d",
+					ClientMsgID: fmt.Sprintf("%d-%d", w, i), Type: pimv1.MessageType_MESSAGE_TYPE_TEXT, Body: []byte("x")}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	if len(bad) > 0 {
+		t.Fatalf("out of order: %v", bad[:min(5, len(bad))])
+	}
+	for _, u := range users {
+		if h, _ := s.Head(t.Context(), u); h != last[u] {
+			t.Fatalf("%s: head %d, announced up to %d", u, h, last[u])
+		}
+	}
 }

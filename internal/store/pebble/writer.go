@@ -259,6 +259,7 @@ func (w *writer) commit(ops []*op) {
 				h()
 			}
 			w.s.publish()
+			w.announce(ops)
 		}
 		if len(w.convHead) > maxCachedHeads {
 			w.convHead = make(map[string]uint64)
@@ -274,6 +275,19 @@ func (w *writer) commit(ops []*op) {
 	clear(w.pendMsgs)
 	for _, o := range ops {
 		close(o.done)
+	}
+}
+
+// announce hands the deliveries of a committed batch to Options.OnCommit, in
+// commit order.
+func (w *writer) announce(ops []*op) {
+	if w.s.onCommit == nil {
+		return
+	}
+	for _, o := range ops {
+		if o.err == nil && len(o.res.Deliveries) > 0 {
+			w.s.onCommit(o.res.Deliveries)
+		}
 	}
 }
 

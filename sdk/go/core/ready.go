@@ -124,6 +124,18 @@ type ConnStateEvent struct {
 	Retry time.Time
 }
 
+// ReadEvent: a read position moved. Own is set when this user read (on this
+// or another device: the app clears its unread marks up to Seq); otherwise
+// it is the peer's read receipt in a 1:1 conversation.
+type ReadEvent struct {
+	UserSeq uint64
+	Conv    string
+	Seq     uint64
+	User    string
+	Device  string
+	Own     bool
+}
+
 // CaughtUpEvent: every event that existed when the connection was welcomed
 // has been delivered (once per connection).
 type CaughtUpEvent struct{ UserSeq uint64 }
@@ -164,6 +176,7 @@ func (MessageEvent) isEvent()       {}
 func (SendStateEvent) isEvent()     {}
 func (ConnStateEvent) isEvent()     {}
 func (CaughtUpEvent) isEvent()      {}
+func (ReadEvent) isEvent()          {}
 func (ResyncEvent) isEvent()        {}
 func (GroupEvent) isEvent()         {}
 func (CommandResultEvent) isEvent() {}

@@ -129,6 +129,10 @@ func (c *Core) deliver(now time.Time, ev *pimv1.Event) {
 			})
 		}
 	}
+	if r := ev.GetRead(); r != nil {
+		c.emit(ReadEvent{UserSeq: ev.GetUserSeq(), Conv: r.GetConv(), Seq: r.GetSeq(), User: r.GetUser(),
+			Device: r.GetDevice(), Own: r.GetUser() == c.cfg.User})
+	}
 	c.checkCaughtUp()
 }
 

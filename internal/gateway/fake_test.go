@@ -45,8 +45,13 @@ type fakeLogic struct {
 	// sendHook, if set, runs before a send is applied; it may block.
 	sendHook   func(ctx context.Context, user string, req *pimv1.SendReq) error
 	sessionErr error
+	// sessionHook, if set, runs first in Session; timelineHook runs in
+	// Timeline after it read the timeline. They may block.
+	timelineHook func()
+	sessionHook  func()
 
 	timelineCalls atomic.Int64
+	sessionCalls  atomic.Int64
 
 	mu        sync.Mutex
 	timelines map[string][]*pimv1.Event
@@ -61,6 +66,10 @@ func newFakeLogic(b bus.Bus) *fakeLogic {
 func (l *fakeLogic) Epoch() string { return l.epoch }
 
 func (l *fakeLogic) Session(_ context.Context, user, device string) (uint64, uint64, error) {
+	l.sessionCalls.Add(1)
+	if l.sessionHook != nil {
+		l.sessionHook()
+	}
 	if l.sessionErr != nil {
 		return 0, 0, l.sessionErr
 	}
@@ -141,13 +150,16 @@ func (l *fakeLogic) Timeline(ctx context.Context, user string, after uint64, lim
 		return nil, 0, err
 	}
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	tl := l.timelines[user]
-	if after >= uint64(len(tl)) {
-		return nil, uint64(len(tl)), nil
+	var page []*pimv1.Event
+	if after < uint64(len(tl)) {
+		page = append(page, tl[after:min(uint64(len(tl)), after+uint64(limit))]...)
 	}
-	page := tl[after:min(uint64(len(tl)), after+uint64(limit))]
-	return append([]*pimv1.Event(nil), page...), uint64(len(tl)), nil
+	l.mu.Unlock()
+	if l.timelineHook != nil {
+		l.timelineHook() // after the read: a blocked call returns what it saw
+	}
+	return page, uint64(len(tl)), nil
 }
 
 func (l *fakeLogic) Sync(ctx context.Context, user, device string, req *pimv1.SyncReq) (*pimv1.SyncResp, error) {
@@ -175,6 +187,10 @@ func (l *fakeLogic) History(_ context.Context, user string, req *pimv1.HistoryRe
 
 func (l *fakeLogic) Group(_ context.Context, user, _ string, req *pimv1.GroupReq) (*pimv1.GroupResp, error) {
 	return &pimv1.GroupResp{Group: req.Group, Members: []*pimv1.Member{{User: user, Role: "owner"}}}, nil
+}
+
+func (l *fakeLogic) Read(_ context.Context, _, _ string, req *pimv1.ReadReq) (*pimv1.ReadResp, error) {
+	return &pimv1.ReadResp{Conv: req.Conv, ReadSeq: req.Seq}, nil
 }
 
 // fakeAuth accepts "tok:<user>"; "expired" is expired; anything else is invalid.
@@ -220,6 +236,10 @@ func newTestGateway(t testing.TB, mod func(*Config)) (*Gateway, *fakeLogic, *pro
 		defer cancel()
 		if err := g.Shutdown(ctx); err != nil {
 			t.Errorf("shutdown at cleanup: %v", err)
+		}
+		// Every queued byte was written or dropped with its session.
+		if n := g.buffered.Load(); n != 0 {
+			t.Errorf("%d bytes still counted as buffered after shutdown", n)
 		}
 	})
 	return g, l, reg

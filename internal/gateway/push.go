@@ -14,8 +14,17 @@
 //     stream then continues after that ack, which is no gap for the client.
 //   - At most PushWindow events are pushed and not acknowledged; PushAck
 //     and SyncReq.after_user_seq acknowledge. Memory per connection is
-//     bounded by the window, the cache (cacheMax events), one Timeline page
-//     and MaxQueueBytes of queued responses.
+//     bounded by the cache (cacheMax events and cacheMaxBytes), one page
+//     (timelinePage events, trimmed to pageMaxBytes after the read) and
+//     MaxQueueBytes of queued responses; queued responses of all
+//     connections together by MaxBufferedBytes (g.buffered counts them from
+//     queueLocked until written or dropped).
+//   - Timeline reads of push streams hold a slot of g.catchup (bounded
+//     concurrency); identical reads in progress are shared (coalesce.go)
+//     and a shared read that found nothing is done again alone, so a stale
+//     shared answer never stalls the stream. A pump never waits for a slot
+//     while frames are queued for it (s.kick interrupts the wait): answers
+//     do not wait for catch-up.
 //   - Notify never blocks and never does I/O: it records the event (or, if
 //     the cache is full, only its seq in seen) and wakes the pump.
 //   - At most one pump runs per session (s.pumping, under s.mu); a waker
@@ -27,8 +36,10 @@
 package gateway
 
 import (
+	"errors"
 	"runtime/debug"
 	"slices"
+	"strconv"
 	"time"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -39,8 +50,13 @@ import (
 )
 
 const (
-	// cacheMax bounds the notified events a session keeps ahead of pushed.
-	cacheMax = 128
+	// cacheMax and cacheMaxBytes bound the notified events a session keeps
+	// ahead of pushed.
+	cacheMax      = 128
+	cacheMaxBytes = 256 << 10
+	// pageMaxBytes bounds the part of a timeline page kept after the read
+	// (the rest is read again later).
+	pageMaxBytes = 512 << 10
 	// timelinePage is the most events read from the store at once.
 	timelinePage = 256
 	// batchBytes is about how many bytes of Push frames one write carries.
@@ -67,12 +83,16 @@ func (s *session) Notify(_ string, ev *pimv1.Event) {
 	s.wakeLocked()
 }
 
-// cacheLocked inserts ev into the sorted cache. When the cache is full the
-// highest event gives way (the next ones to push are the most useful);
-// anything dropped is read from the store later.
+// eventBytes estimates the memory of an event (its body dominates).
+func eventBytes(ev *pimv1.Event) int {
+	return len(ev.GetMessage().GetBody()) + 96
+}
+
+// cacheLocked inserts ev into the sorted cache. When the cache is full (by
+// count or bytes) the highest events give way (the next ones to push are the
+// most useful); anything dropped is read from the store later.
 func (s *session) cacheLocked(ev *pimv1.Event) {
 	seq := ev.UserSeq
-	n := len(s.cache)
 	i, found := slices.BinarySearchFunc(s.cache, seq, func(e *pimv1.Event, seq uint64) int {
 		switch {
 		case e.UserSeq < seq:
@@ -85,14 +105,17 @@ func (s *session) cacheLocked(ev *pimv1.Event) {
 	if found {
 		return
 	}
-	if n >= cacheMax {
-		if i == n {
-			return
+	sz := eventBytes(ev)
+	for n := len(s.cache); n > 0 && (n >= cacheMax || s.cacheBytes+sz > cacheMaxBytes); n = len(s.cache) {
+		if i >= n {
+			return // ev is the highest: it gives way itself
 		}
+		s.cacheBytes -= eventBytes(s.cache[n-1])
 		s.cache[n-1] = nil
 		s.cache = s.cache[:n-1]
 	}
 	s.cache = slices.Insert(s.cache, i, ev)
+	s.cacheBytes += sz
 }
 
 // trimCacheLocked drops cached events that are pushed already.
@@ -104,7 +127,11 @@ func (s *session) trimCacheLocked() {
 	if i == 0 {
 		return
 	}
+	for _, ev := range s.cache[:i] {
+		s.cacheBytes -= eventBytes(ev)
+	}
 	if i == len(s.cache) {
+		s.cacheBytes = 0
 		if cap(s.cache) > 16 {
 			s.cache = nil // an idle session keeps no big array
 		} else {
@@ -190,31 +217,56 @@ func (s *session) wakeLocked() {
 // does not read fast enough and is disconnected (it resyncs from its cursor).
 func (s *session) queueLocked(f *pimv1.Frame) bool {
 	n := proto.Size(f)
-	if len(s.queue) > 0 && s.queueBytes+n > s.g.cfg.MaxQueueBytes {
+	if len(s.queue) > 0 && (s.queueBytes+n > s.g.cfg.MaxQueueBytes ||
+		s.g.buffered.Load()+int64(n) > s.g.cfg.MaxBufferedBytes) {
 		s.state = stateClosing
 		s.broken = true
 		return false
 	}
 	s.queue = append(s.queue, f)
 	s.queueBytes += n
+	s.g.buffered.Add(int64(n))
+	s.kickLocked()
 	return true
 }
 
-// flushAck hands the newest PushAck to Logic.Ack, once.
-func (s *session) flushAck() {
+// kickLocked tells a pump waiting for a catch-up slot that frames wait.
+func (s *session) kickLocked() {
+	if s.kick != nil {
+		select {
+		case s.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// errDeferred: a timeline read gave way to queued frames.
+var errDeferred = errors.New("gateway: timeline read deferred")
+
+// flushAck hands the newest PushAck to Logic.Ack, once; it reports false
+// when that failed (the ack stays pending for the next flush).
+func (s *session) flushAck() bool {
 	s.ackMu.Lock()
 	defer s.ackMu.Unlock()
 	s.mu.Lock()
 	seq := s.pendingAck
 	if seq <= s.appliedAck {
 		s.mu.Unlock()
-		return
+		return true
 	}
-	s.appliedAck = seq // acks need not be durable: a failure is logged, not retried
 	s.mu.Unlock()
-	if _, err := s.g.cfg.Logic.Ack(s.ctx, s.user, s.device, seq); err != nil && s.ctx.Err() == nil {
-		s.g.log.Warn("gateway: ack failed", "session", s.id, "user", s.user, "device", s.device, "seq", seq, "err", err)
+	if _, err := s.g.cfg.Logic.Ack(s.ctx, s.user, s.device, seq); err != nil {
+		// Not applied: the next flush tries again (a repeated PushAck with the
+		// same value must still reach the store).
+		if s.ctx.Err() == nil {
+			s.g.log.Warn("gateway: ack failed", "session", s.id, "user", s.user, "device", s.device, "seq", seq, "err", err)
+		}
+		return false
 	}
+	s.mu.Lock()
+	s.appliedAck = max(s.appliedAck, seq)
+	s.mu.Unlock()
+	return true
 }
 
 // pump is the connection's writer and pusher; see the file comment.
@@ -231,9 +283,10 @@ func (s *session) pump() {
 		page []*pimv1.Event // the next events to push, contiguous from pushed+1
 	)
 	for {
-		s.flushAck()
+		ackOK := s.flushAck()
 		s.mu.Lock()
 		out, s.queue = s.queue, out[:0]
+		outBytes := s.queueBytes
 		s.queueBytes = 0
 		avail, needRead := 0, false
 		var after uint64
@@ -246,10 +299,13 @@ func (s *session) pump() {
 			page = nil
 		}
 		if len(out) == 0 && !needRead && len(page) == 0 {
-			if s.pendingAck > s.appliedAck && s.state == stateActive && !s.broken {
+			// An ack that came in after flushAck: apply it now. One that just
+			// failed waits for the next PushAck or request (no busy retry).
+			if ackOK && s.pendingAck > s.appliedAck && s.state == stateActive && !s.broken {
 				s.mu.Unlock()
 				continue // an ack came in after flushAck
 			}
+			// (out is empty: outBytes is 0.)
 			finish := s.closeAfterDrain && !s.finished && !s.broken
 			s.finished = s.finished || finish
 			s.pumping = false
@@ -282,6 +338,7 @@ func (s *session) pump() {
 			continue
 		}
 		err := s.t.writeFrames(out, time.Now().Add(s.g.cfg.WriteTimeout))
+		s.g.buffered.Add(-int64(outBytes)) // written or lost: no longer queued
 		clear(out)
 		out = out[:0]
 		if err != nil {
@@ -326,10 +383,22 @@ func (s *session) fillPageLocked(page []*pimv1.Event, avail int) []*pimv1.Event 
 	return page
 }
 
+// pageResult is the result of Logic.Timeline.
+type pageResult struct {
+	evs  []*pimv1.Event
+	head uint64
+}
+
 // readTimeline reads the next events from the store (the cache does not
 // have them: a gap, a dropped notification, or the backlog).
 func (s *session) readTimeline(after uint64, limit int) []*pimv1.Event {
-	evs, head, err := s.g.cfg.Logic.Timeline(s.ctx, s.user, after, limit)
+	evs, head, err := s.timelineRead(after, limit)
+	if errors.Is(err, errDeferred) {
+		return nil // responses first; the next round reads
+	}
+	if err == nil && len(evs) > 0 {
+		evs = trimPage(evs)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err != nil {
@@ -378,6 +447,63 @@ func (s *session) readTimeline(after uint64, limit int) []*pimv1.Event {
 				s.closeLocked(errorFrame(0, e), closeFatal)
 			}
 			return nil
+		}
+	}
+	return evs
+}
+
+// timelineRead is Logic.Timeline for the push stream: with a catch-up slot,
+// shared with identical reads in progress; a shared read that found nothing
+// is done again alone (it may have begun before the events this session was
+// told of were stored).
+func (s *session) timelineRead(after uint64, limit int) ([]*pimv1.Event, uint64, error) {
+	// Wait for a slot, but not while responses wait: a frame queued (or the
+	// session closing) meanwhile defers the read, the pump writes first.
+	s.mu.Lock()
+	if s.kick == nil {
+		s.kick = make(chan struct{}, 1) // only sessions that ever wait for a slot
+	}
+	kick := s.kick
+	select {
+	case <-kick: // a stale signal: the pump has taken that frame already
+	default:
+	}
+	pending := len(s.queue) > 0 || s.closeAfterDrain
+	s.mu.Unlock()
+	if pending {
+		return nil, 0, errDeferred
+	}
+	select {
+	case s.g.catchup <- struct{}{}:
+	case <-kick:
+		return nil, 0, errDeferred
+	case <-s.ctx.Done():
+		return nil, 0, s.ctx.Err()
+	}
+	defer func() { <-s.g.catchup }()
+	read := func() (pageResult, error) {
+		evs, head, err := s.g.cfg.Logic.Timeline(s.ctx, s.user, after, limit)
+		return pageResult{evs, head}, err
+	}
+	key := s.user + "\x00" + strconv.FormatUint(after, 10) + "\x00" + strconv.Itoa(limit)
+	p, err, shared := s.g.tlFlt.do(key, read)
+	if shared {
+		s.g.m.coalesced(opTimeline)
+		if err == nil && len(p.evs) == 0 {
+			p, err = read()
+		}
+	}
+	return p.evs, p.head, err
+}
+
+// trimPage keeps the events of a page up to about pageMaxBytes (at least
+// one). It returns a subslice: the page is never modified.
+func trimPage(evs []*pimv1.Event) []*pimv1.Event {
+	total := 0
+	for i, ev := range evs {
+		total += eventBytes(ev)
+		if i > 0 && total > pageMaxBytes {
+			return evs[:i:i]
 		}
 	}
 	return evs

@@ -17,6 +17,15 @@
 //     written. PushAcks are applied even then, before the close.
 //   - s.mu is never held while calling Logic, the Bus or the transport's
 //     blocking methods (Notify runs under the bus's lock and takes s.mu).
+//   - Admission: a Hello is checked against the login limits (global and
+//     per IP before its token is verified, per user after) and refused with
+//     a fatal RATE_LIMITED/UNAVAILABLE Error carrying a retry_after; a send
+//     over its per-user or per-IP rate, or while the pipeline sheds, reaches
+//     no Logic call (nothing is stored) and gets a fatal Error with a
+//     retry_after (refuseSend: no send pipelined behind it may be stored
+//     first); a group change or read mark refused gets the same Error, not
+//     fatal. Every write admitted to the pipeline is ended in it
+//     (BeginSend/EndSend pair up).
 package gateway
 
 import (
@@ -26,12 +35,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"runtime/debug"
 	"sync"
 	"time"
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/pim-project/pim/internal/admission"
 	"github.com/pim-project/pim/internal/auth"
 	"github.com/pim-project/pim/internal/errcode"
 	"github.com/pim-project/pim/internal/store"
@@ -57,11 +68,13 @@ const (
 )
 
 type session struct {
-	g      *Gateway
-	t      transport
-	id     string
-	remote string
-	start  time.Time
+	g         *Gateway
+	t         transport
+	id        string
+	remote    string
+	ip        string // remote's host, the key of per-IP limits
+	transport string // transportTCP or transportWS
+	start     time.Time
 	// ctx is the gateway's: Logic calls end with the session anyway (the
 	// reader makes them synchronously, end waits for the pump's), so only a
 	// forced shutdown cancels them. One context for all keeps sessions small.
@@ -92,6 +105,8 @@ type session struct {
 	seen       uint64         // highest user seq known to exist
 	acked      uint64         // highest user seq the client acknowledged (flow control)
 	cache      []*pimv1.Event // notified events > pushed, ascending, bounded
+	cacheBytes int            // eventBytes of cache
+	kick       chan struct{}  // made by a pump that waits for a catch-up slot; see push.go
 	pendingAck uint64         // highest PushAck received
 	appliedAck uint64         // highest PushAck handed to Logic.Ack
 }
@@ -100,10 +115,15 @@ var _ interface {
 	Notify(string, *pimv1.Event)
 } = (*session)(nil)
 
-func newSession(g *Gateway, t transport, remote string) *session {
+func newSession(g *Gateway, t transport, remote, transport string) *session {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
-	return &session{g: g, t: t, id: hex.EncodeToString(b[:]), remote: remote, start: time.Now(), ctx: g.base}
+	ip := remote
+	if h, _, err := net.SplitHostPort(remote); err == nil {
+		ip = h
+	}
+	return &session{g: g, t: t, id: hex.EncodeToString(b[:]), remote: remote, ip: ip, transport: transport,
+		start: time.Now(), ctx: g.base}
 }
 
 // run serves the connection until it ends, then releases everything.
@@ -192,6 +212,12 @@ func (s *session) onHello(f *pimv1.Frame) (endHow, bool) {
 		return s.fatal(f.RequestId, pimv1.ErrorCode_ERROR_CODE_BAD_REQUEST,
 			"invalid device_id: use 1-64 characters of A-Z a-z 0-9 . _ @ -"), true
 	}
+	a := s.g.admit
+	if a != nil {
+		if d := a.LoginSource(time.Now(), s.ip); !d.OK {
+			return s.refuseHello(f.RequestId, d), true
+		}
+	}
 	user, err := s.g.cfg.Auth.Verify(h.Token)
 	if err != nil || !store.ValidID(user) {
 		msg := "invalid token"
@@ -200,6 +226,11 @@ func (s *session) onHello(f *pimv1.Frame) (endHow, bool) {
 		}
 		s.g.log.Debug("gateway: hello refused", "session", s.id, "remote", s.remote, "err", err)
 		return s.fatal(f.RequestId, pimv1.ErrorCode_ERROR_CODE_UNAUTHENTICATED, msg), true
+	}
+	if a != nil {
+		if d := a.LoginUser(time.Now(), user); !d.OK {
+			return s.refuseHello(f.RequestId, d), true
+		}
 	}
 	// From here on the session acts as (user, device) only.
 	s.user, s.device = user, h.DeviceId
@@ -260,11 +291,20 @@ func (s *session) onRequest(f *pimv1.Frame) (endHow, bool) {
 	l := s.g.cfg.Logic
 	switch b := f.Body.(type) {
 	case *pimv1.Frame_SendReq:
+		begin, d := s.admitSend()
+		if !d.OK {
+			return s.refuseSend(id, refusalError(d), d.Reason)
+		}
 		ack, err := l.Send(s.ctx, s.user, s.device, b.SendReq)
+		s.endSend(begin)
 		if err == nil && ack == nil {
 			err = errNilResult
 		}
 		if err != nil {
+			if e := errcode.Proto(err); retryable(e.Code) {
+				s.logErr("send", err)
+				return s.refuseSend(id, e, "")
+			}
 			return s.replyErr(id, "send", err)
 		}
 		return s.reply(&pimv1.Frame{RequestId: id, Body: &pimv1.Frame_SendAck{SendAck: ack}})
@@ -290,7 +330,12 @@ func (s *session) onRequest(f *pimv1.Frame) (endHow, bool) {
 		fitHistory(resp, s.g.cfg.MaxFrame)
 		return s.reply(&pimv1.Frame{RequestId: id, Body: &pimv1.Frame_HistoryResp{HistoryResp: resp}})
 	case *pimv1.Frame_GroupReq:
+		begin, d := s.admitPipeline() // a group change is a write like a send
+		if !d.OK {
+			return s.refuseRequest(id, d)
+		}
 		resp, err := l.Group(s.ctx, s.user, s.device, b.GroupReq)
+		s.endSend(begin)
 		if err == nil && resp == nil {
 			err = errNilResult
 		}
@@ -298,6 +343,20 @@ func (s *session) onRequest(f *pimv1.Frame) (endHow, bool) {
 			return s.replyErr(id, "group", err)
 		}
 		return s.reply(&pimv1.Frame{RequestId: id, Body: &pimv1.Frame_GroupResp{GroupResp: resp}})
+	case *pimv1.Frame_ReadReq:
+		begin, d := s.admitPipeline() // a read mark is a write like a group change
+		if !d.OK {
+			return s.refuseRequest(id, d)
+		}
+		resp, err := l.Read(s.ctx, s.user, s.device, b.ReadReq)
+		s.endSend(begin)
+		if err == nil && resp == nil {
+			err = errNilResult
+		}
+		if err != nil {
+			return s.replyErr(id, "read", err)
+		}
+		return s.reply(&pimv1.Frame{RequestId: id, Body: &pimv1.Frame_ReadResp{ReadResp: resp}})
 	case *pimv1.Frame_Ping:
 		return s.reply(&pimv1.Frame{RequestId: id, Body: &pimv1.Frame_Pong{Pong: &pimv1.Pong{
 			ServerTime: s.g.cfg.Now().UnixMilli(), ClientTime: b.Ping.GetClientTime()}}})
@@ -320,6 +379,76 @@ func (s *session) onRequest(f *pimv1.Frame) (endHow, bool) {
 }
 
 var errNilResult = errors.New("gateway: logic returned neither a result nor an error")
+
+// admitSend asks admission control about a send: the per-user and per-IP
+// rates, then the pipeline. When OK, the caller must call endSend(begin).
+func (s *session) admitSend() (begin time.Time, d admission.Decision) {
+	if s.g.admit == nil {
+		return time.Time{}, admission.Decision{OK: true}
+	}
+	if d := s.g.admit.Send(time.Now(), s.user, s.ip); !d.OK {
+		return time.Time{}, d
+	}
+	return s.admitPipeline()
+}
+
+// admitPipeline asks the pipeline's shedder about one more write.
+func (s *session) admitPipeline() (begin time.Time, d admission.Decision) {
+	if s.g.admit == nil {
+		return time.Time{}, admission.Decision{OK: true}
+	}
+	begin = time.Now()
+	return begin, s.g.admit.BeginSend(begin)
+}
+
+// endSend ends a write admitted by admitSend or admitPipeline.
+func (s *session) endSend(begin time.Time) {
+	if s.g.admit != nil {
+		s.g.admit.EndSend(begin, time.Now())
+	}
+}
+
+// refuseRequest answers a request refused by admission control with a
+// non-fatal Error and its retry_after.
+func (s *session) refuseRequest(id uint64, d admission.Decision) (endHow, bool) {
+	s.g.m.refused(d.Reason)
+	e := refusalError(d)
+	e.Fatal = false
+	s.g.m.errorOut(e.Code)
+	return s.reply(errorFrame(id, e))
+}
+
+// refuseSend answers a send that was not stored but may be retried
+// (RATE_LIMITED, UNAVAILABLE, INTERNAL) with a FATAL Error: the connection
+// ends, so the sends pipelined behind it are not stored before it. The
+// client reconnects after retry_after and resends its window in order; that
+// is what keeps a sender's order (invariant 4) across refusals.
+func (s *session) refuseSend(id uint64, e *pimv1.Error, reason string) (endHow, bool) {
+	if reason != "" {
+		s.g.m.refused(reason)
+	}
+	e.Fatal = true
+	return s.fatalError(id, e), true
+}
+
+// retryable reports whether a refused request stored nothing and may succeed later.
+func retryable(c pimv1.ErrorCode) bool {
+	switch c {
+	case pimv1.ErrorCode_ERROR_CODE_RATE_LIMITED, pimv1.ErrorCode_ERROR_CODE_UNAVAILABLE,
+		pimv1.ErrorCode_ERROR_CODE_INTERNAL:
+		return true
+	}
+	return false
+}
+
+// refuseHello refuses a Hello by admission control: a fatal Error with the
+// retry_after; the client reconnects after it.
+func (s *session) refuseHello(id uint64, d admission.Decision) endHow {
+	s.g.m.refused(d.Reason)
+	s.g.log.Debug("gateway: hello refused by admission control", "session", s.id, "remote", s.remote,
+		"reason", d.Reason, "retry_after", d.RetryAfter)
+	return s.fatalError(id, refusalError(d))
+}
 
 // endRequest marks the reader idle and queues a GoAway that waited for it.
 func (s *session) endRequest() {
@@ -398,10 +527,13 @@ func errorFrame(id uint64, e *pimv1.Error) *pimv1.Frame {
 // pump writes it and whatever precedes it, then finishes the transport.
 func (s *session) closeLocked(last *pimv1.Frame, why closeReason) {
 	s.state = stateClosing
-	s.queue = append(s.queue, last) // exempt from the queue bound
-	s.queueBytes += proto.Size(last)
+	s.queue = append(s.queue, last) // exempt from the queue bounds
+	n := proto.Size(last)
+	s.queueBytes += n
+	s.g.buffered.Add(int64(n))
 	s.closeAfterDrain = true
 	s.finishWhy = why
+	s.kickLocked()
 	s.wakeLocked()
 }
 
@@ -448,6 +580,9 @@ func (s *session) end(how endHow) {
 	s.flushAck()
 	s.mu.Lock()
 	drain := how == endFatal && s.halfClosed && !s.broken
+	// Frames never written (a broken transport) leave the global budget.
+	s.g.buffered.Add(-int64(s.queueBytes))
+	s.queue, s.queueBytes = nil, 0
 	s.mu.Unlock()
 	if drain {
 		s.t.drain()

@@ -26,12 +26,14 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
 	"github.com/coder/websocket"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/pim-project/pim/internal/admission"
 	"github.com/pim-project/pim/internal/wire"
 	pimv1 "github.com/pim-project/pim/proto/pim/v1"
 )
@@ -216,7 +218,9 @@ func (t *streamTransport) close() { t.raw.Close() }
 // /ws by the server). Each binary message carries one Frame, no length
 // prefix. Any Origin is accepted: the connection authenticates in-band with
 // the Hello token, never with cookies, so a cross-site page gains nothing.
-// After Shutdown it answers 503.
+// Once draining it answers 503; refused by admission control, 429 (a rate)
+// or 503 (full, overloaded), before the upgrade, with a jittered Retry-After
+// (seconds) and X-Retry-After-Ms.
 func (g *Gateway) WebSocketHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if g.isShutdown() {
@@ -224,6 +228,18 @@ func (g *Gateway) WebSocketHandler() http.Handler {
 			http.Error(w, "server shutting down", http.StatusServiceUnavailable)
 			return
 		}
+		if d := g.admitConn(); !d.OK {
+			ms := admission.Millis(d.RetryAfter)
+			w.Header().Set("Retry-After", strconv.Itoa(int((ms+999)/1000)))
+			w.Header().Set("X-Retry-After-Ms", strconv.FormatUint(uint64(ms), 10))
+			status := http.StatusTooManyRequests
+			if d.Reason == admission.ReasonMaxConns || d.Reason == admission.ReasonOverload {
+				status = http.StatusServiceUnavailable
+			}
+			http.Error(w, "server busy ("+d.Reason+"), retry later", status)
+			return
+		}
+		g.m.admitted()
 		hw := &hijackWatch{ResponseWriter: w}
 		c, err := websocket.Accept(hw, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
 		if err != nil {
@@ -233,7 +249,7 @@ func (g *Gateway) WebSocketHandler() http.Handler {
 		}
 		c.SetReadLimit(int64(g.cfg.MaxFrame) + 1)
 		t := &wsTransport{c: c, raw: hw.conn, max: g.cfg.MaxFrame}
-		s := newSession(g, t, r.RemoteAddr)
+		s := newSession(g, t, r.RemoteAddr, transportWS)
 		t.ctx = s.ctx
 		if !g.track(s) {
 			t.close()

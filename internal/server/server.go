@@ -6,8 +6,11 @@
 //   - Plaintext listeners are only opened on loopback addresses unless
 //     AllowPlaintext is set; with TLS configured, every listener is TLS 1.3.
 //   - Shutdown stops accepting first, lets in-flight requests finish and
-//     sends GoAway to every session before the store is closed, so nothing
-//     that was acknowledged is lost and nothing is acknowledged after Close.
+//     sends GoAway to every session (spread over the drain window) before
+//     the store is closed, so nothing that was acknowledged is lost and
+//     nothing is acknowledged after Close.
+//   - GET /v1/lbs, POST /v1/admin/drain and /healthz are served by this
+//     package (http.go); everything else under /v1/ by internal/api.
 package server
 
 import (
@@ -27,11 +30,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/pim-project/pim/internal/admission"
 	"github.com/pim-project/pim/internal/api"
 	"github.com/pim-project/pim/internal/auth"
 	"github.com/pim-project/pim/internal/bus/local"
 	"github.com/pim-project/pim/internal/gateway"
+	"github.com/pim-project/pim/internal/lbs"
 	"github.com/pim-project/pim/internal/logic"
+	"github.com/pim-project/pim/internal/store"
 	pebblestore "github.com/pim-project/pim/internal/store/pebble"
 	"github.com/pim-project/pim/internal/tlsutil"
 )
@@ -55,6 +61,27 @@ type Config struct {
 	MaxGroupSize   int
 	Heartbeat      time.Duration
 	Logger         *slog.Logger
+
+	// Advertise is the host clients reach this node at (LBS answers); ""
+	// takes the listeners' hosts (the machine's name for a wildcard).
+	Advertise string
+	// Admission limits connections, logins and sends; the zero value
+	// limits nothing (see internal/admission and docs/operations.md).
+	Admission admission.Config
+	// LBS caps the clients the LBS sends to one node per second (zero: no
+	// cap); LBSTTL is how long clients keep an answer (0: lbs.DefaultTTL).
+	LBS    admission.Limit
+	LBSTTL time.Duration
+	// DrainWindow is the longest a drain spreads GoAways over
+	// (0: gateway.DefaultDrainWindow); DrainRate the GoAways per second it
+	// aims at (0: gateway.DefaultDrainRate).
+	DrainWindow time.Duration
+	DrainRate   float64
+	// MaxBufferedBytes bounds the responses queued for all connections
+	// (0: gateway.DefaultMaxBufferedBytes); CatchupConcurrency the backlog
+	// reads running at once (0: the gateway's default).
+	MaxBufferedBytes   int64
+	CatchupConcurrency int
 }
 
 // Server is a running PIM node.
@@ -64,6 +91,8 @@ type Server struct {
 	st          *pebblestore.Store
 	keys        *auth.Keys
 	gw          *gateway.Gateway
+	lbs         *lbs.Balancer
+	nodeID      string
 	httpSrv     *http.Server
 	tcpLn       net.Listener
 	httpLn      net.Listener
@@ -101,26 +130,41 @@ func Start(cfg Config) (s *Server, err error) {
 	if s.keys, err = auth.LoadOrCreate(cfg.DataDir); err != nil {
 		return nil, err
 	}
+	// The store announces each write's events on the bus from its writer, in
+	// commit order, so every user's events reach the sessions in user-seq
+	// order (logic then publishes nothing itself).
+	b := local.New()
 	s.st, err = pebblestore.Open(filepath.Join(cfg.DataDir, "store"), pebblestore.Options{
-		Sync: cfg.Fsync == FsyncAlways, Logger: cfg.Logger})
+		Sync: cfg.Fsync == FsyncAlways, Logger: cfg.Logger, OnCommit: func(ds []store.Delivery) {
+			for _, d := range ds {
+				b.Publish(d.User, d.Event)
+			}
+		}})
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
+	srv := s // s is nil on the error returns
 	defer func() {
 		if err != nil {
-			s.closeListeners()
-			s.st.Close()
+			srv.closeListeners()
+			srv.st.Close()
 		}
 	}()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	b := local.New()
-	svc := logic.New(logic.Config{Store: s.st, Bus: b, MaxGroupSize: cfg.MaxGroupSize, Logger: s.log, Registerer: reg})
-	s.gw = gateway.New(gateway.Config{Logic: svc, Bus: b, Auth: s.keys, TLS: tlsCfg,
-		Heartbeat: cfg.Heartbeat, Logger: s.log, Registerer: reg})
+	svc := logic.New(logic.Config{Store: s.st, MaxGroupSize: cfg.MaxGroupSize, Logger: s.log, Registerer: reg})
 	if err := s.listen(tlsCfg); err != nil {
 		return nil, err
 	}
+	s.lbs = s.newBalancer()
+	s.gw = gateway.New(gateway.Config{Logic: svc, Bus: b, Auth: s.keys, TLS: tlsCfg,
+		Heartbeat: cfg.Heartbeat, Logger: s.log, Registerer: reg,
+		Admission:   admission.New(cfg.Admission, time.Now()),
+		DrainWindow: cfg.DrainWindow, DrainRate: cfg.DrainRate,
+		Alternatives:       func(tr string) []string { return s.lbs.Alternatives(s.nodeID, tr) },
+		MaxBufferedBytes:   cfg.MaxBufferedBytes,
+		CatchupConcurrency: cfg.CatchupConcurrency,
+	})
 	s.startHTTP(tlsCfg, svc, reg)
 	s.startTCP()
 	return s, nil
@@ -196,12 +240,12 @@ func (s *Server) startHTTP(tlsCfg *tls.Config, svc *logic.Service, reg *promethe
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/ws", s.gw.WebSocketHandler())
+	// Exact paths win over the /v1/ prefix whatever the order.
+	mux.Handle("/v1/lbs", lbs.Handler(s.lbs, s.keys, s.log))
+	mux.Handle("/v1/admin/drain", s.drainHandler())
 	mux.Handle("/v1/", api.New(api.Config{Logic: svc, Keys: s.keys, Logger: s.log}))
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/plain")
-		fmt.Fprintln(w, "ok")
-	})
+	mux.HandleFunc("/healthz", s.healthz)
 	s.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, TLSConfig: tlsCfg,
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
 	s.wg.Add(1)
@@ -266,9 +310,33 @@ func (s *Server) Keys() *auth.Keys { return s.keys }
 // Epoch returns the data set's epoch.
 func (s *Server) Epoch() string { return s.st.Epoch() }
 
-// Shutdown stops the server: it stops accepting, drains sessions with GoAway,
-// stops the HTTP server and closes the store. It returns the first error a
-// listener failed with, if any.
+// Drain starts draining the gateway (see gateway.Gateway.Drain): GoAways
+// spread over window (<= 0: the configured one). The server keeps serving
+// HTTP; Shutdown completes the stop.
+func (s *Server) Drain(window time.Duration) gateway.DrainStatus { return s.gw.Drain(window) }
+
+// Kill stops the server at once, as a crash would for the clients: no
+// GoAway, connections reset. The store is closed (acknowledged messages
+// are durable anyway). For tests and benchmarks of reconnect storms.
+func (s *Server) Kill() {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	s.shutOnce.Do(func() {
+		s.gw.Abort()
+		if s.httpSrv != nil {
+			s.httpSrv.Close()
+		}
+		s.closeListeners()
+		s.wg.Wait()
+		_ = s.gw.Shutdown(ctx)
+		_ = s.st.Close()
+	})
+}
+
+// Shutdown stops the server: it stops accepting, drains sessions with GoAway
+// spread over the drain window, stops the HTTP server and closes the store.
+// ctx should outlast the drain window plus gateway.DefaultDrainGrace. It
+// returns the first error a listener failed with, if any.
 func (s *Server) Shutdown(ctx context.Context) error {
 	var errs []error
 	s.shutOnce.Do(func() {

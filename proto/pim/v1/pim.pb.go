@@ -696,8 +696,9 @@ type Welcome struct {
 	ProtocolVersion uint32                 `protobuf:"varint,1,opt,name=protocol_version,json=protocolVersion,proto3" json:"protocol_version,omitempty"`
 	// Server wall-clock time in Unix milliseconds when the Welcome was built.
 	ServerTime int64 `protobuf:"varint,2,opt,name=server_time,json=serverTime,proto3" json:"server_time,omitempty"`
-	// Interval at which the server expects pings, in milliseconds. A connection
-	// silent for about twice this long is closed.
+	// The longest interval between pings the server accepts, in milliseconds
+	// (clients may ping more often). A connection silent for 2.5 times this
+	// long is closed.
 	HeartbeatMs uint32 `protobuf:"varint,3,opt,name=heartbeat_ms,json=heartbeatMs,proto3" json:"heartbeat_ms,omitempty"`
 	// The device's acknowledged cursor as the server stores it.
 	AckedUserSeq uint64 `protobuf:"varint,4,opt,name=acked_user_seq,json=ackedUserSeq,proto3" json:"acked_user_seq,omitempty"`

@@ -36,6 +36,7 @@ for rep in $(seq 1 "$REPS"); do
 done
 run e2e-64pairs-closed-fsyncoff e2e --spawn --pairs 64 --duration 20s --warmup 3s --fsync off
 run conns-19000-tcp-2procs conns --spawn --clients 19000 --per-proc 10000 --source-ips 127.0.0.2-127.0.0.60
+run e2e-faults-kill-cut e2e --spawn --faults kill,cut --duration 60s
 
 # The go test benchmarks of the hot paths (6 runs each, for benchstat).
 go test -run '^$' -bench . -count 6 ./internal/wire > "$R/$DATE-gotest-wire.txt"

@@ -54,6 +54,10 @@ type benchFlags struct {
 	concurrency int
 	json        bool
 	every       time.Duration
+
+	// spawnTCP, if set, is the spawned server's fixed listen address
+	// (--faults kill restarts it there).
+	spawnTCP string
 }
 
 func (f *benchFlags) register(fs *pflag.FlagSet) {
@@ -102,7 +106,7 @@ func (f *benchFlags) target(ctx context.Context, stderr io.Writer, extraArgs ...
 	o := bench.TargetOptions{
 		Spawn: f.spawn,
 		SpawnOptions: bench.SpawnOptions{Bin: f.serverBin, TLS: f.tls, Keep: f.keepData, Env: f.serverEnv,
-			Pprof: f.cpuProfile != "" || f.heapProfile != ""},
+			Pprof: f.cpuProfile != "" || f.heapProfile != "", TCP: f.spawnTCP},
 		Server: f.server, ServerPID: f.serverPID, DataDir: f.data, AdminKey: f.adminKey, HTTP: f.http,
 		TLS: f.tls, TLSPin: f.tlsPin, TLSCA: f.tlsCA, Insecure: f.insecure, Fsync: f.fsync,
 	}
@@ -214,6 +218,7 @@ func newBenchCmd() *cobra.Command {
 			"(and stops it); --server ADDR measures a running one. Reports: docs/benchmarks.md.",
 		Example: "  pim bench e2e --spawn --pairs 1000 --duration 20s\n" +
 			"  pim bench e2e --spawn --pairs 1000 --rate 2000 --json\n" +
+			"  pim bench e2e --spawn --faults kill,cut --duration 60s\n" +
 			"  pim bench conns --spawn --clients 15000 --source-ips 127.0.0.2-127.0.0.60\n" +
 			"  pim bench group --spawn --members 1000 --online 996\n" +
 			"  pim bench sync --spawn --missed 10000",
@@ -221,6 +226,7 @@ func newBenchCmd() *cobra.Command {
 	f.register(cmd.PersistentFlags())
 	cmd.AddCommand(newBenchConnsCmd(&f), newBenchE2ECmd(&f), newBenchGroupCmd(&f), newBenchSyncCmd(&f),
 		newBenchConnsWorkerCmd(), newBenchServeCmd())
+	cmd.AddCommand(newBenchStormCmd()) // bench_storm.go
 	return cmd
 }
 
@@ -285,11 +291,12 @@ func (t *trafficFlags) config() bench.TrafficConfig {
 func newBenchE2ECmd(f *benchFlags) *cobra.Command {
 	var (
 		tf    trafficFlags
+		ff    faultFlags
 		pairs int
 	)
 	cmd := &cobra.Command{
 		Use:   "e2e",
-		Short: "1:1 traffic between sender/receiver pairs: throughput, latency, invariant check",
+		Short: "1:1 traffic between sender/receiver pairs: throughput, latency, invariant check (--faults: under kills and cuts)",
 		Args:  cobra.NoArgs,
 		RunE: runE(func(cmd *cobra.Command, _ []string) error {
 			if err := tf.check(); err != nil {
@@ -297,6 +304,16 @@ func newBenchE2ECmd(f *benchFlags) *cobra.Command {
 			}
 			if pairs <= 0 {
 				return usagef("--pairs must be positive")
+			}
+			fl := cmd.Flags()
+			if fl.Changed("faults") {
+				if !fl.Changed("pairs") {
+					pairs = faultPairs
+				}
+				return runE2EFaults(cmd, f, &tf, pairs, &ff)
+			}
+			if fl.Changed("kill-every") || fl.Changed("cut-every") {
+				return usagef("--kill-every and --cut-every need --faults")
 			}
 			ips, err := f.ips()
 			if err != nil {
@@ -309,6 +326,7 @@ func newBenchE2ECmd(f *benchFlags) *cobra.Command {
 		}),
 	}
 	tf.register(cmd.Flags())
+	ff.register(cmd.Flags())
 	cmd.Flags().IntVar(&pairs, "pairs", 100, "sender/receiver pairs (user s_i sends to user r_i)")
 	return cmd
 }

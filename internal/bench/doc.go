@@ -20,8 +20,11 @@
 //     Progress (progress.go): the live progress line.
 //
 // The benchmarks are RunConns (conns.go), RunE2E (e2e.go), RunGroup
-// (group.go) and RunSync (sync.go). Each returns a result whose JSON fields
-// are documented in docs/benchmarks.md.
+// (group.go) and RunSync (sync.go), and RunE2EFaults (faults.go): 1:1
+// traffic between Go SDK devices while the spawned server is killed and
+// restarted in place (Spawned.Kill, Spawned.Restart) and connections are cut
+// through internal/faultproxy. Each returns a result whose JSON fields are
+// documented in docs/benchmarks.md.
 //
 // Invariants: a benchmark never leaves a process it started running (a
 // spawned server gets SIGTERM, then SIGKILL after a grace period; workers are

@@ -6,9 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -59,6 +62,10 @@ type SpawnOptions struct {
 	Args []string
 	// TLS serves with a self-signed certificate.
 	TLS bool
+	// TCP is the long-connection listen address (default 127.0.0.1:0, a
+	// free port). A fixed one (FreeLoopbackAddr) makes Restart bring the
+	// server back where its clients reconnect.
+	TCP string
 	// Pprof runs the server as `pim bench serve --bench-pprof 127.0.0.1:0` (the same
 	// server with a profiling endpoint) instead of `pim serve`.
 	Pprof bool
@@ -68,17 +75,28 @@ type SpawnOptions struct {
 	Env []string
 }
 
-// Spawned is a `pim serve` child process on a fresh data directory.
+// Spawned is a `pim serve` child process on a fresh data directory. After
+// Kill, Restart runs it again with the same arguments on the same data
+// directory (and, with a fixed SpawnOptions.TCP, the same port); PID and
+// the Banner then describe the new process.
 type Spawned struct {
 	Banner
 	PID     int
 	DataDir string
 	LogPath string
 	Args    []string
+	// Restarts counts the successful Restarts.
+	Restarts int
 
-	cmd  *exec.Cmd
+	env  []string
 	tmp  string
 	keep bool
+	p    *proc // the current process
+}
+
+// proc is one run of the server process.
+type proc struct {
+	cmd  *exec.Cmd
 	done chan struct{}
 	err  error // Wait's result, set before done is closed
 }
@@ -98,43 +116,55 @@ func Spawn(ctx context.Context, o SpawnOptions) (*Spawned, error) {
 		return nil, fmt.Errorf("spawn: %w", err)
 	}
 	s := &Spawned{DataDir: filepath.Join(tmp, "data"), LogPath: filepath.Join(tmp, "server.log"),
-		tmp: tmp, keep: o.Keep, done: make(chan struct{})}
+		tmp: tmp, keep: o.Keep, env: append(os.Environ(), o.Env...)}
 	args := []string{"serve"}
 	if o.Pprof {
 		args = []string{"bench", "serve", "--bench-pprof", "127.0.0.1:0"}
 	}
-	args = append(args, "--data", s.DataDir, "--tcp", "127.0.0.1:0", "--http", "127.0.0.1:0", "--log-level", "warn")
+	tcp := o.TCP
+	if tcp == "" {
+		tcp = "127.0.0.1:0"
+	}
+	args = append(args, "--data", s.DataDir, "--tcp", tcp, "--http", "127.0.0.1:0", "--log-level", "warn")
 	if o.TLS {
 		args = append(args, "--tls-self-signed")
 	}
 	args = append(args, o.Args...)
 	s.Args = append([]string{bin}, args...)
-	logf, err := os.Create(s.LogPath)
+	if err := s.start(ctx); err != nil {
+		s.cleanup()
+		return nil, err
+	}
+	return s, nil
+}
+
+// start runs the server process (s.Args) and returns once its banner says
+// it listens; on failure the process is gone.
+func (s *Spawned) start(ctx context.Context) error {
+	logf, err := os.OpenFile(s.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644) // a restart appends
 	if err != nil {
-		os.RemoveAll(tmp)
-		return nil, fmt.Errorf("spawn: %w", err)
+		return fmt.Errorf("spawn: %w", err)
 	}
 	defer logf.Close()
-	cmd := exec.Command(bin, args...)
+	cmd := exec.Command(s.Args[0], s.Args[1:]...)
 	cmd.Stderr = logf
-	cmd.Env = append(os.Environ(), o.Env...)
+	cmd.Env = s.env
 	// Its own process group (a Ctrl-C reaches the benchmark, which stops the
 	// server in order), and SIGTERM if the benchmark dies first.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
-		os.RemoveAll(tmp)
-		return nil, fmt.Errorf("spawn: %w", err)
+		return fmt.Errorf("spawn: %w", err)
 	}
 	if err := cmd.Start(); err != nil {
-		os.RemoveAll(tmp)
-		return nil, fmt.Errorf("spawn %s: %w", bin, err)
+		return fmt.Errorf("spawn %s: %w", s.Args[0], err)
 	}
-	s.cmd, s.PID = cmd, cmd.Process.Pid
+	p := &proc{cmd: cmd, done: make(chan struct{})}
+	s.p, s.PID, s.Banner = p, cmd.Process.Pid, Banner{}
 	lines := make(chan string)
 	stopLines := make(chan struct{})
 	defer close(stopLines)
-	go func() { // owns stdout: the banner lines while Spawn reads them, then discard
+	go func() { // owns stdout: the banner lines while start reads them, then discard
 		sc := bufio.NewScanner(out)
 	scan:
 		for sc.Scan() {
@@ -146,8 +176,8 @@ func Spawn(ctx context.Context, o SpawnOptions) (*Spawned, error) {
 		}
 		close(lines)
 		io.Copy(io.Discard, out)
-		s.err = cmd.Wait()
-		close(s.done)
+		p.err = cmd.Wait()
+		close(p.done)
 	}()
 	timeout := time.NewTimer(30 * time.Second)
 	defer timeout.Stop()
@@ -155,47 +185,68 @@ func Spawn(ctx context.Context, o SpawnOptions) (*Spawned, error) {
 		select {
 		case l, ok := <-lines:
 			if !ok {
-				<-s.done
-				s.cleanup()
-				return nil, fmt.Errorf("spawn: server exited before it listened (%v): %s", s.err, s.logTail())
+				<-p.done
+				return fmt.Errorf("spawn: server exited before it listened (%v): %s", p.err, s.logTail())
 			}
 			s.ParseBannerLine(l)
 		case <-timeout.C:
-			s.Stop(time.Second)
-			return nil, fmt.Errorf("spawn: no banner within 30s: %s", s.logTail())
+			s.terminate(time.Second)
+			return fmt.Errorf("spawn: no banner within 30s: %s", s.logTail())
 		case <-ctx.Done():
-			s.Stop(time.Second)
-			return nil, ctx.Err()
+			s.terminate(time.Second)
+			return ctx.Err()
 		}
 	}
 	if s.TCP == "" {
-		s.Stop(time.Second)
-		return nil, errors.New("spawn: the banner has no tcp address")
+		s.terminate(time.Second)
+		return errors.New("spawn: the banner has no tcp address")
 	}
-	return s, nil
+	return nil
 }
 
-// Exited is closed when the server process has exited.
-func (s *Spawned) Exited() <-chan struct{} { return s.done }
+// Exited is closed when the current server process has exited.
+func (s *Spawned) Exited() <-chan struct{} { return s.p.done }
+
+// Kill stops the server like a crash (SIGKILL) and returns once it has
+// exited.
+func (s *Spawned) Kill() {
+	select {
+	case <-s.p.done:
+	default:
+		_ = s.p.cmd.Process.Kill()
+		<-s.p.done
+	}
+}
+
+// Restart runs the server again after it exited (Kill), with the same
+// arguments and data directory, and returns once it listens. It fails if
+// the process still runs, or if the new one cannot listen (e.g. its fixed
+// port was taken meanwhile).
+func (s *Spawned) Restart(ctx context.Context) error {
+	select {
+	case <-s.p.done:
+	default:
+		return errors.New("spawn: restart while the server runs")
+	}
+	if f, err := os.OpenFile(s.LogPath, os.O_WRONLY|os.O_APPEND, 0); err == nil {
+		fmt.Fprintf(f, "pim bench: restart %d (the server exited: %v)\n", s.Restarts+1, s.p.err)
+		f.Close()
+	}
+	prev := s.Banner
+	if err := s.start(ctx); err != nil {
+		s.Banner = prev
+		return fmt.Errorf("restart: %w", err)
+	}
+	s.Restarts++
+	return nil
+}
 
 // Stop sends SIGTERM, waits up to grace for the server to exit, then kills
 // it, and removes the data directory unless it is kept. It returns the
 // server's exit error, if any.
 func (s *Spawned) Stop(grace time.Duration) error {
-	select {
-	case <-s.done:
-	default:
-		_ = s.cmd.Process.Signal(syscall.SIGTERM)
-		t := time.NewTimer(grace)
-		select {
-		case <-s.done:
-			t.Stop()
-		case <-t.C:
-			_ = s.cmd.Process.Kill()
-			<-s.done
-		}
-	}
-	err := s.err
+	s.terminate(grace)
+	err := s.p.err
 	s.cleanup()
 	if err != nil {
 		return fmt.Errorf("server exited: %v: %s", err, s.logTail())
@@ -203,10 +254,58 @@ func (s *Spawned) Stop(grace time.Duration) error {
 	return nil
 }
 
+// terminate ends the current process: SIGTERM, SIGKILL after grace.
+func (s *Spawned) terminate(grace time.Duration) {
+	select {
+	case <-s.p.done:
+	default:
+		_ = s.p.cmd.Process.Signal(syscall.SIGTERM)
+		t := time.NewTimer(grace)
+		select {
+		case <-s.p.done:
+			t.Stop()
+		case <-t.C:
+			_ = s.p.cmd.Process.Kill()
+			<-s.p.done
+		}
+	}
+}
+
 func (s *Spawned) cleanup() {
 	if !s.keep {
 		os.RemoveAll(s.tmp)
 	}
+}
+
+// FreeLoopbackAddr returns 127.0.0.1:PORT with a port that is free now,
+// for a server that must come back on the same port after a restart. It
+// prefers a port below the kernel's ephemeral range, which outgoing
+// connections never take while the server is down.
+func FreeLoopbackAddr() (string, error) {
+	lo := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if v, err := strconv.Atoi(f[0]); err == nil {
+				lo = v
+			}
+		}
+	}
+	const from = 20000
+	if lo-from >= 1000 {
+		for range 50 {
+			addr := fmt.Sprintf("127.0.0.1:%d", from+rand.IntN(lo-from))
+			if ln, err := net.Listen("tcp", addr); err == nil {
+				ln.Close()
+				return addr, nil
+			}
+		}
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("find a free port: %w", err)
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
 }
 
 // logTail returns the end of the server's log, for error messages.

@@ -21,7 +21,7 @@ import (
 	"time"
 
 	"github.com/pim-project/pim/internal/auth"
-	"github.com/pim-project/pim/sdk/go/internal/faultproxy"
+	"github.com/pim-project/pim/internal/faultproxy"
 )
 
 // appEnv carries an appConfig to a re-executed test binary that then runs

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pim-project/pim/sdk/go/internal/faultproxy"
+	"github.com/pim-project/pim/internal/faultproxy"
 )
 
 func TestFaultyNetworkEachOnceInOrder(t *testing.T) {

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pim-project/pim/sdk/go/internal/faultproxy"
+	"github.com/pim-project/pim/internal/faultproxy"
 )
 
 func TestTwoUsersThreeDevicesEachOnceInOrder(t *testing.T) {

@@ -1,6 +1,7 @@
-// Package faultproxy is a fault-injecting TCP proxy for tests: it forwards
+// Package faultproxy is a fault-injecting TCP proxy: it forwards
 // connections to a target and can add latency, cut every connection, refuse
-// new ones, and black-hole traffic.
+// new ones, and black-hole traffic. The Go SDK's tests (sdk/go) and
+// `pim bench e2e --faults cut` (internal/bench) use it.
 //
 // Invariants:
 //   - Bytes are forwarded in order in each direction, never altered, never

@@ -43,6 +43,6 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageErr(err) })
-	root.AddCommand(newServeCmd(), newTokenCmd(), newSendCmd(), newTailCmd(), newGroupCmd(), newReadCmd(), newBenchCmd())
+	root.AddCommand(newServeCmd(), newTokenCmd(), newSendCmd(), newTailCmd(), newGroupCmd(), newReadCmd(), newChatCmd(), newBenchCmd())
 	return root
 }

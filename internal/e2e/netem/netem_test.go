@@ -82,6 +82,11 @@ type outcome struct {
 // the devices' connections time out, they reconnect and resend with the
 // same ids, and still nothing is lost, duplicated or reordered.
 func TestLossAndDelay(t *testing.T) {
+	// About 90 s of real time at 1 s RTT, and sensitive to CPU starvation:
+	// .ci/run runs it on its own after the main suite (PIM_NETEM=1).
+	if os.Getenv("PIM_NETEM") == "" {
+		t.Skip("set PIM_NETEM=1 to run (root, nftables); .ci/run does")
+	}
 	env := setup(t, 3*time.Minute)
 	s := env.scenario(t, "alice", "bob", time.Second, 30, *nFlag)
 	s.outageAt, s.outageFor = 3*time.Second, 20*time.Second

@@ -81,7 +81,7 @@ func (a *admissionFlags) register(f *pflag.FlagSet) {
 	f.Float64Var(&a.ipSendRate, "ip-send-rate", 0, "messages per second from one source IP (0: no limit)")
 	f.IntVar(&a.ipSendB, "ip-send-burst", 1000, "messages at once from one source IP")
 	f.IntVar(&a.maxInflight, "max-inflight", defaultMaxInflight, "sends and group changes in the pipeline at once; more are refused with UNAVAILABLE + retry_after (0: no bound but one per connection)")
-	f.DurationVar(&a.shedTarget, "shed-target", defaultShedTarget, "shed new sends (and logins) while even the fastest send of the last 2x this took longer (0: latency not watched)")
+	f.DurationVar(&a.shedTarget, "shed-target", defaultShedTarget, "load shedding: while the fastest send of the last 2x this took over half of it, new connections and logins are refused; over 4x it, sends too (0: latency not watched)")
 	f.Float64Var(&a.lbsRate, "lbs-rate", 0, "clients per second the LBS sends to one node (default: --accept-rate; <0: no cap)")
 	f.IntVar(&a.lbsBurst, "lbs-burst", 0, "clients at once the LBS sends to one node (default: --accept-burst)")
 	f.DurationVar(&a.lbsTTL, "lbs-ttl", 10*time.Minute, "how long clients may keep an LBS answer")
@@ -162,6 +162,9 @@ func newServeCmd() *cobra.Command {
 			}
 			if cfg.DrainWindow <= 0 || cfg.DrainRate < 0 {
 				return usagef("--drain-window must be positive and --drain-rate not negative")
+			}
+			if cfg.DrainRate == 0 {
+				cfg.DrainRate = -1 // the gateway's "always the whole window" (its 0 is the default rate)
 			}
 			if need := cfg.DrainWindow + gateway.DefaultDrainGrace; shutdownTimeout <= need {
 				return usagef("--shutdown-timeout (%v) must exceed --drain-window (%v) plus the drain grace (%v): the drain would be cut short",

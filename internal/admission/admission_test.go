@@ -277,58 +277,66 @@ func TestShedderDepth(t *testing.T) {
 }
 
 func TestShedderLatency(t *testing.T) {
+	// Each case calls in time order, as a real pipeline does. Target 50 ms:
+	// new sessions shed from 25 ms, sends from 200 ms; windows of 100 ms.
 	const iv = 100 * time.Millisecond
-	s := NewShedder(ShedConfig{Target: 50 * time.Millisecond, Interval: iv})
-	at := func(d time.Duration) time.Time { return t0.Add(d) }
-	// send runs one send begun at b taking lat; it reports whether it was admitted.
-	send := func(b, lat time.Duration) bool {
-		if !s.Begin(at(b)) {
-			return false
+	at := func(n int) time.Time { return t0.Add(time.Duration(n) * time.Millisecond) }
+	newS := func() *Shedder {
+		s := NewShedder(ShedConfig{Target: 50 * time.Millisecond, Interval: iv})
+		s.LoginAllowed(at(0)) // the first window starts at 0
+		return s
+	}
+
+	t.Run("fast", func(t *testing.T) {
+		s := newS()
+		for i := 0; i < 10; i++ {
+			if !s.Begin(at(i * 20)) {
+				t.Fatal("refused while healthy")
+			}
+			s.End(at(i*20), at(i*20+5))
 		}
-		s.End(at(b), at(b+lat))
-		return true
-	}
-	// Window [0, 100ms): fast sends.
-	for i := 0; i < 10; i++ {
-		if !send(time.Duration(i)*time.Millisecond, 5*time.Millisecond) {
-			t.Fatal("refused while healthy")
+		if !s.LoginAllowed(at(201)) || !s.Begin(at(201)) {
+			t.Fatal("refused after fast sends")
 		}
-	}
-	// Window [100, 200ms): every send takes 80 ms (a standing queue).
-	for i := 0; i < 5; i++ {
-		if !send(iv+time.Duration(i)*time.Millisecond, 80*time.Millisecond) {
-			t.Fatal("refused before the window closed")
+	})
+	t.Run("slow: new sessions shed, sends not", func(t *testing.T) {
+		s := newS()
+		s.Begin(at(1))
+		s.End(at(1), at(81)) // 80 ms: over 25, under 200
+		if s.LoginAllowed(at(101)) {
+			t.Fatal("login allowed after a window whose fastest send took 80 ms")
 		}
-	}
-	// Window [200, 300ms): the minimum of the last one was 80 ms > 50 ms.
-	if s.Begin(at(2*iv + time.Millisecond)) {
-		t.Fatal("send admitted with a standing queue")
-	}
-	if s.LoginAllowed(at(2*iv + time.Millisecond)) {
-		t.Fatal("login allowed while shedding")
-	}
-	// Window [300, 400ms): nothing completed, nothing in flight: healthy.
-	// A send of 30 ms: between Target/2 and Target.
-	if !send(3*iv+2*time.Millisecond, 30*time.Millisecond) {
-		t.Fatal("still shedding after the queue drained")
-	}
-	// Window [400, 500ms): sends go on, new sessions are refused.
-	if !s.LoginAllowed(at(4*iv-time.Millisecond)) || s.LoginAllowed(at(4*iv+3*time.Millisecond)) {
-		t.Fatal("logins: want allowed before the window closes, refused after (30 ms > 25 ms)")
-	}
-	// A stuck pipeline: this send never completes; after a window without
-	// any completion, sends are shed.
-	if !s.Begin(at(4*iv + 4*time.Millisecond)) {
-		t.Fatal("send refused at 30 ms latency (target 50 ms)")
-	}
-	// The send begun at 404 ms is in flight but began in the window that
-	// just closed: not stuck yet.
-	if !s.Begin(at(5*iv + 5*time.Millisecond)) {
-		t.Fatal("refused one window early")
-	}
-	if s.Begin(at(6*iv + 6*time.Millisecond)) {
-		t.Fatal("admitted while the pipeline is stuck")
-	}
+		if !s.Begin(at(102)) {
+			t.Fatal("send refused at 80 ms")
+		}
+	})
+	t.Run("very slow: sends shed too, then recovery", func(t *testing.T) {
+		s := newS()
+		s.Begin(at(1))
+		s.End(at(1), at(251)) // recorded in the window that starts at 251
+		if s.Begin(at(352)) || s.LoginAllowed(at(352)) {
+			t.Fatal("admitted after a window whose fastest send took 250 ms")
+		}
+		// [352, 453): nothing in flight, nothing completed: healthy.
+		if !s.LoginAllowed(at(453)) || !s.Begin(at(453)) {
+			t.Fatal("still shedding after the queue drained")
+		}
+	})
+	t.Run("stuck", func(t *testing.T) {
+		s := newS()
+		s.Begin(at(1)) // never completes
+		if !s.LoginAllowed(at(101)) {
+			t.Fatal("refused one window early (the send began in it)")
+		}
+		// [101, 202): no completion, the send of 1 ms waits: stuck 101 ms.
+		if s.LoginAllowed(at(202)) || !s.Begin(at(202)) {
+			t.Fatal("stuck 101 ms: want logins refused, sends admitted")
+		}
+		// [202, 303): still nothing: stuck 202 ms > 200 ms.
+		if s.Begin(at(303)) {
+			t.Fatal("a pipeline stuck 202 ms still admits sends")
+		}
+	})
 }
 
 func TestControllerOrderAndReasons(t *testing.T) {

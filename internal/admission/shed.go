@@ -3,14 +3,17 @@
 // The pipeline's queue is the set of sends in flight (received, not yet
 // durably committed: they wait for the store's writer). A Shedder counts
 // them and measures their latency, CoDel style: per Interval it keeps the
-// smallest latency of the sends that completed; if even that one exceeded
-// Target, there is a standing queue, and the next Interval refuses new sends
-// instead of letting the queue grow. New sessions (connections, logins) are
-// refused earlier, from Target/2: existing sessions keep the pipeline first.
-// A whole Interval without any completion while older sends are still in
-// flight counts as over Target (the pipeline is stuck). Refusing more work
-// never slows the work already admitted, so the queue drains and the signal
-// clears.
+// smallest latency of the sends that completed; if even that one was slow,
+// there is a standing queue (or the machine is saturated). New sessions
+// (connections, logins) are refused from Target/2: they are what adds load
+// in a storm, and refusing them is cheap. Sends of existing sessions are
+// refused only when the pipeline is far gone, from SendFactor x Target, or
+// when MaxInflight sends are in flight: refusing a send ends its session
+// (the gateway keeps sender order that way), so shedding sends early would
+// turn overload into reconnects. A window without any completion while
+// older sends are still in flight counts as latency of at least the time it
+// has lasted (the pipeline is stuck). Refusing more work never slows the work
+// already admitted, so the queue drains and the signal clears.
 //
 // Invariants of this file:
 //   - In flight never exceeds MaxInflight: Begin refuses at the bound.
@@ -30,6 +33,9 @@ import (
 const (
 	DefaultShedTarget   = 250 * time.Millisecond
 	DefaultShedInterval = 500 * time.Millisecond
+	// SendFactor: sends are shed from SendFactor x Target (new sessions
+	// from Target/2).
+	SendFactor = 4
 )
 
 // ShedConfig configures a Shedder.
@@ -55,8 +61,9 @@ type Shedder struct {
 	completed   int           // sends completed in the current window
 	minLat      time.Duration // smallest latency completed in the current window
 	windowStart time.Time
-	overloaded  bool // sends are shed
-	busy        bool // new sessions are shed (overloaded implies busy)
+	stuckFor    time.Duration // consecutive windows without a completion, older sends waiting
+	overloaded  bool          // sends are shed
+	busy        bool          // new sessions are shed (overloaded implies busy)
 }
 
 // NewShedder returns a Shedder.
@@ -130,17 +137,22 @@ func (s *Shedder) tickLocked(now time.Time) {
 		return
 	}
 	if s.cfg.Target > 0 {
-		switch {
-		case s.completed > 0:
-			s.overloaded = s.minLat > s.cfg.Target
-			s.busy = s.minLat > s.cfg.Target/2
-		default:
+		lat := s.minLat
+		if s.completed == 0 {
 			// Nothing completed for a whole window: sends begun before it and
-			// still in flight have waited at least Interval.
-			old := s.inflight - s.began
-			s.overloaded = old > 0 && s.cfg.Interval >= s.cfg.Target
-			s.busy = old > 0 && s.cfg.Interval >= s.cfg.Target/2
+			// still in flight have waited at least as long as it lasted.
+			lat = 0
+			if old := s.inflight - s.began; old > 0 {
+				s.stuckFor += now.Sub(s.windowStart)
+				lat = s.stuckFor
+			} else {
+				s.stuckFor = 0
+			}
+		} else {
+			s.stuckFor = 0
 		}
+		s.overloaded = lat > SendFactor*s.cfg.Target
+		s.busy = lat > s.cfg.Target/2
 	}
 	// Skipped windows (no calls at all) had nothing in flight or nothing new.
 	s.windowStart = now

@@ -255,8 +255,9 @@ type client struct {
 	rid  uint64
 	wmu  sync.Mutex
 
-	paused  atomic.Bool
-	unpause chan struct{} // closed at cleanup
+	delivered  atomic.Int64  // frames handed to in
+	pauseAfter atomic.Int64  // > 0: stop reading once this many were handed over
+	unpause    chan struct{} // closed at cleanup
 }
 
 func newClient(t testing.TB, conn net.Conn) *client {
@@ -270,8 +271,9 @@ func newClient(t testing.TB, conn net.Conn) *client {
 				c.err = err
 				return
 			}
+			d := c.delivered.Add(1)
 			c.in <- f
-			if c.paused.Load() {
+			if pa := c.pauseAfter.Load(); pa > 0 && d >= pa {
 				<-c.unpause
 			}
 		}
@@ -284,8 +286,10 @@ func newClient(t testing.TB, conn net.Conn) *client {
 }
 
 // stopReading makes the client stop reading from the connection after the
-// frame it is reading now (which is still delivered). Do not call closed after it.
-func (c *client) stopReading() { c.paused.Store(true) }
+// next frame (which is still delivered): counted from the frames already
+// handed over, so it cannot take effect on one the test has received already.
+// Do not call closed after it.
+func (c *client) stopReading() { c.pauseAfter.Store(c.delivered.Load() + 1) }
 
 // pipeSession starts a session over net.Pipe; done is closed when it has ended.
 func pipeSession(t testing.TB, g *Gateway) (c *client, done <-chan struct{}) {

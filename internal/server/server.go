@@ -74,7 +74,7 @@ type Config struct {
 	LBSTTL time.Duration
 	// DrainWindow is the longest a drain spreads GoAways over
 	// (0: gateway.DefaultDrainWindow); DrainRate the GoAways per second it
-	// aims at (0: gateway.DefaultDrainRate).
+	// aims at (0: gateway.DefaultDrainRate; < 0: always the whole window).
 	DrainWindow time.Duration
 	DrainRate   float64
 	// MaxBufferedBytes bounds the responses queued for all connections

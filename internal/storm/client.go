@@ -57,6 +57,8 @@ type client struct {
 	inflight  bool
 	pendingN  uint64
 	pendingAt int64
+	pendingOn int64 // Unix ns the connection the message was first sent on began
+	connAt    int64 // Unix ns the current connection began
 	acked     bench.Bitset
 	sendErr   string
 
@@ -179,7 +181,7 @@ func (cl *client) serve(ctx context.Context, c *conn, w *pimv1.Welcome) (*pimv1.
 		cl.checkCaughtUp(start)
 	}
 	cl.mu.Lock()
-	cl.c = c
+	cl.c, cl.connAt = c, start.UnixNano()
 	resend := cl.inflight
 	n, at := cl.pendingN, cl.pendingAt
 	cl.mu.Unlock()
@@ -297,7 +299,7 @@ func (cl *client) trySend(now int64) bool {
 	}
 	n := cl.next
 	cl.next++
-	cl.inflight, cl.pendingN, cl.pendingAt = true, n, now
+	cl.inflight, cl.pendingN, cl.pendingAt, cl.pendingOn = true, n, now, cl.connAt
 	cl.mu.Unlock()
 	cl.f.sent.Add(1)
 	cl.writeSend(c, n, now)
@@ -335,7 +337,7 @@ func (cl *client) onAck(reqID uint64) {
 	cl.acked.Set(n)
 	cl.inflight = false
 	cl.f.acked.Add(1)
-	cl.f.ackLatency(cl.pendingAt, time.Now().UnixNano())
+	cl.f.ackLatency(cl.pendingAt, cl.pendingOn, time.Now().UnixNano())
 }
 
 // onSendError schedules a send refused without ending the connection (a

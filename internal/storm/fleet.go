@@ -85,7 +85,7 @@ type FleetReport struct {
 	Refused     map[string]int64 `json:"refused"` // refusals by error code
 	SendRefused int64            `json:"send_refused"`
 	AckBeforeMs []float64        `json:"ack_before_ms"` // send (first attempt) to ack, acked before the storm
-	AckStormMs  []float64        `json:"ack_storm_ms"`  // ... sent after the storm began
+	AckStormMs  []float64        `json:"ack_storm_ms"`  // ... sent on a connection made after the storm began
 	Lost        int64            `json:"lost"`          // acked, the receiver connected at the end, never delivered
 	Undelivered int64            `json:"undelivered"`   // acked, the receiver not connected at the end
 	Duplicated  int64            `json:"duplicated"`
@@ -241,17 +241,19 @@ func (f *fleet) welcome(at time.Time) {
 	f.mu.Unlock()
 }
 
-// ackLatency records the time from a message's first send to its ack.
-func (f *fleet) ackLatency(sent, acked int64) {
+// ackLatency records the time from a message's first send (on a
+// connection that began at conn) to its ack.
+func (f *fleet) ackLatency(sent, conn, acked int64) {
 	ms := float64(acked-sent) / 1e6
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	switch s := f.stormAt.Load(); {
 	case s == 0 || acked < s:
 		f.ackPre = append(f.ackPre, ms)
-	case sent >= s:
+	case conn >= s:
 		f.ackStorm = append(f.ackStorm, ms)
-	} // sent before the storm, acked after: it waited for a reconnect; not counted
+	} // first sent on a connection of before the storm, acked after: it
+	// waited for a reconnect (the storm itself); not counted
 }
 
 func (f *fleet) refused(code pimv1.ErrorCode) {

@@ -169,10 +169,11 @@ type Result struct {
 	Refusals                map[string]int64 `json:"refusals"`    // Error frames at accept/Hello, by code
 	SendRefusals            int64            `json:"send_refusals"`
 
-	// Send-to-ack latency of the messages sent before the storm and of
-	// those sent after it began (first attempt to ack, so a message sent
-	// just before a kill waits for the reconnect): what the storm costs the
-	// clients that are connected.
+	// Send-to-ack latency (first attempt to ack) of the messages acked
+	// before the storm, and of those sent on connections made after it began
+	// (the reconnected clients'): what the storm costs the clients that are
+	// connected. Messages interrupted by the storm (sent on a connection it
+	// broke) are in neither.
 	AckBeforeP50Ms float64 `json:"ack_before_p50_ms"`
 	AckBeforeP99Ms float64 `json:"ack_before_p99_ms"`
 	AckStormP50Ms  float64 `json:"ack_storm_p50_ms"`

@@ -8,48 +8,21 @@ package bench
 import (
 	"context"
 	"encoding/json"
-	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
-)
 
-var (
-	buildOnce sync.Once
-	binDir    string
-	binPath   string
-	buildErr  error
+	"github.com/pim-project/pim/internal/pimproc"
 )
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if binDir != "" {
-		os.RemoveAll(binDir)
-	}
-	os.Exit(code)
-}
 
 // pimBinary builds cmd/pim once per test run.
 func pimBinary(t *testing.T) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		if binDir, buildErr = os.MkdirTemp("", "pim-bench-bin"); buildErr != nil {
-			return
-		}
-		binPath = filepath.Join(binDir, "pim")
-		out, err := exec.Command("go", "build", "-o", binPath, "github.com/pim-project/pim/cmd/pim").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
+	bin, err := pimproc.Build()
+	if err != nil {
+		t.Fatal(err)
 	}
-	return binPath
+	return bin
 }
 
 func TestParseFaults(t *testing.T) {

@@ -43,8 +43,8 @@ func TestCLIDemo(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			dir := t.TempDir()
 			srv, pin := startChildTLS(t, bin, dir, tlsMode)
-			defer srv.kill()
-			conn := []string{"--server", srv.addr}
+			defer srv.Kill()
+			conn := []string{"--server", srv.Addr}
 			if tlsMode {
 				conn = append(conn, "--tls-pin", pin)
 			}
@@ -122,10 +122,10 @@ func startChildTLS(t *testing.T, bin, dir string, tlsMode bool) (*child, string)
 		return startChild(t, bin, dir), ""
 	}
 	c := startChildArgs(t, bin, "serve", "--data", dir, "--tcp", "127.0.0.1:0", "--http", "", "--tls-self-signed")
-	if c.pin == "" {
+	if c.Pin == "" {
 		t.Fatal("pim serve --tls-self-signed printed no fingerprint")
 	}
-	return c, c.pin
+	return c, c.Pin
 }
 
 // SIGTERM drains: every session gets GoAway with a retry_after, the process
@@ -135,13 +135,13 @@ func TestSIGTERMSendsGoAwayAndExitsCleanly(t *testing.T) {
 	dir := t.TempDir()
 	srv := startChild(t, bin, dir)
 	tok := func(u string) string { return pimTok(t, bin, dir, u) }
-	c, err := client.Dial(ctxT(t), client.Options{Addr: srv.addr, Token: tok("alice"), Device: "phone"})
+	c, err := client.Dial(ctxT(t), client.Options{Addr: srv.Addr, Token: tok("alice"), Device: "phone"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
 	send(t, c, "bob", "", "before-term", "before")
-	if err := srv.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := srv.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -152,13 +152,13 @@ func TestSIGTERMSendsGoAwayAndExitsCleanly(t *testing.T) {
 	case <-time.After(waitFor):
 		t.Fatal("no GoAway after SIGTERM")
 	}
-	<-srv.done
-	if code := srv.cmd.ProcessState.ExitCode(); code != 0 {
+	<-srv.Done
+	if code := srv.Cmd.ProcessState.ExitCode(); code != 0 {
 		t.Fatalf("pim serve exited %d after SIGTERM", code)
 	}
 	srv2 := startChild(t, bin, dir)
-	defer srv2.kill()
-	c2, err := client.Dial(ctxT(t), client.Options{Addr: srv2.addr, Token: tok("bob"), Device: "phone"})
+	defer srv2.Kill()
+	c2, err := client.Dial(ctxT(t), client.Options{Addr: srv2.Addr, Token: tok("bob"), Device: "phone"})
 	if err != nil {
 		t.Fatal(err)
 	}

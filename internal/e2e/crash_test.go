@@ -1,59 +1,31 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"io"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/pim-project/pim/internal/auth"
 	"github.com/pim-project/pim/internal/client"
+	"github.com/pim-project/pim/internal/pimproc"
 	"github.com/pim-project/pim/internal/store"
 	pimv1 "github.com/pim-project/pim/proto/pim/v1"
-)
-
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
 )
 
 // pimBinary builds cmd/pim once per test run.
 func pimBinary(t *testing.T) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "pim-e2e-bin")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "pim")
-		out, err := exec.Command("go", "build", "-o", binPath, "github.com/pim-project/pim/cmd/pim").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
+	bin, err := pimproc.Build()
+	if err != nil {
+		t.Fatal(err)
 	}
-	return binPath
+	return bin
 }
 
 // child is a `pim serve` process.
-type child struct {
-	cmd  *exec.Cmd
-	addr string
-	pin  string        // the self-signed certificate's fingerprint, if any
-	done chan struct{} // closed when the process has been waited for
-}
+type child = pimproc.Server
 
 // startChild starts `pim serve` on dir (plaintext TCP only) and returns once it listens.
 func startChild(t *testing.T, bin, dir string) *child {
@@ -64,49 +36,11 @@ func startChild(t *testing.T, bin, dir string) *child {
 // startChildArgs runs the pim binary with args and waits for its banner.
 func startChildArgs(t *testing.T, bin string, args ...string) *child {
 	t.Helper()
-	cmd := exec.Command(bin, args...)
-	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
+	c, err := pimproc.Start(bin, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start pim serve: %v", err)
-	}
-	c := &child{cmd: cmd, done: make(chan struct{})}
-	readBanner(bufio.NewScanner(out), c)
-	if c.addr == "" {
-		cmd.Process.Kill()
-		cmd.Wait()
-		t.Fatalf("pim %s printed no tcp address", strings.Join(args, " "))
-	}
-	go func() { // owns the process until it exits
-		io.Copy(io.Discard, out)
-		cmd.Wait()
-		close(c.done)
-	}()
 	return c
-}
-
-// readBanner reads `pim serve`'s banner (up to its "get a token" line),
-// noting the TCP address and the self-signed certificate's fingerprint.
-func readBanner(sc *bufio.Scanner, c *child) {
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		switch {
-		case len(f) >= 2 && f[0] == "tcp:":
-			c.addr = f[1]
-		case len(f) >= 4 && f[0] == "self-signed":
-			c.pin = f[3]
-		case len(f) >= 2 && f[0] == "get" && f[1] == "a":
-			return
-		}
-	}
-}
-
-func (c *child) kill() {
-	c.cmd.Process.Kill()
-	<-c.done
 }
 
 // sender sends msgs messages from one device, resending each (same
@@ -167,7 +101,7 @@ func TestCrashLosesNothingAcknowledged(t *testing.T) {
 	bin := pimBinary(t)
 	dir := t.TempDir()
 	srv := startChild(t, bin, dir)
-	defer func() { srv.kill() }()
+	defer func() { srv.Kill() }()
 	keys, err := auth.Load(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -176,7 +110,7 @@ func TestCrashLosesNothingAcknowledged(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
-	setup, err := client.Dial(ctx, client.Options{Addr: srv.addr, Token: tok("alice"), Device: "setup", DiscardPushes: true})
+	setup, err := client.Dial(ctx, client.Options{Addr: srv.Addr, Token: tok("alice"), Device: "setup", DiscardPushes: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,7 +127,7 @@ func TestCrashLosesNothingAcknowledged(t *testing.T) {
 		{user: "bob", device: "phone", to: "alice"},
 	}
 	var addr atomic.Value
-	addr.Store(srv.addr)
+	addr.Store(srv.Addr)
 	var acked atomic.Int64
 	errs := make(chan error, len(senders))
 	for _, s := range senders {
@@ -204,17 +138,17 @@ func TestCrashLosesNothingAcknowledged(t *testing.T) {
 		for acked.Load() < at && ctx.Err() == nil {
 			time.Sleep(time.Millisecond) // polling a counter another goroutine owns; the kill point need not be exact
 		}
-		srv.kill()
+		srv.Kill()
 		t.Logf("killed the server after %d acks", acked.Load())
 		srv = startChild(t, bin, dir)
-		addr.Store(srv.addr)
+		addr.Store(srv.Addr)
 	}
 	for range senders {
 		if err := <-errs; err != nil {
 			t.Fatal(err)
 		}
 	}
-	verifyAfterCrash(t, ctx, srv.addr, tok, senders, msgs)
+	verifyAfterCrash(t, ctx, srv.Addr, tok, senders, msgs)
 }
 
 func verifyAfterCrash(t *testing.T, ctx context.Context, addr string, tok func(string) string, senders []*sender, msgs int) {

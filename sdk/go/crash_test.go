@@ -238,7 +238,7 @@ func TestServerKilledMidStream(t *testing.T) {
 		}
 		return s
 	}
-	px, err := faultproxy.New(srv.addr)
+	px, err := faultproxy.New(srv.Addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -273,9 +273,9 @@ func TestServerKilledMidStream(t *testing.T) {
 	total := n * len(devs)
 	for _, at := range []int{total / 4, total / 2} {
 		devs[1].rec.waitMessages(t, at)
-		srv.kill()
+		srv.Kill()
 		srv = startChild(t, bin, dir)
-		px.SetTarget(srv.addr)
+		px.SetTarget(srv.Addr)
 		px.Cut()
 	}
 	wg.Wait()

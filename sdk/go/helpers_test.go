@@ -12,20 +12,16 @@
 package pim
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/pim-project/pim/internal/pimproc"
 	"github.com/pim-project/pim/internal/server"
 )
 
@@ -308,80 +304,24 @@ func waitSent(t *testing.T, os []*Outgoing) {
 
 // --- child processes ---
 
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
-
 // pimBinary builds cmd/pim once per test run.
 func pimBinary(t *testing.T) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "pim-sdk-bin")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "pim")
-		out, err := exec.Command("go", "build", "-o", binPath, "github.com/pim-project/pim/cmd/pim").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
-}
-
-// child is a `pim serve` process.
-type child struct {
-	cmd  *exec.Cmd
-	addr string
-	done chan struct{}
-}
-
-// startChild starts `pim serve` on dir and returns once it listens.
-func startChild(t *testing.T, bin, dir string) *child {
-	t.Helper()
-	cmd := exec.Command(bin, "serve", "--data", dir, "--tcp", "127.0.0.1:0", "--http", "",
-		"--log-level", "warn", "--heartbeat", "1s")
-	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
+	bin, err := pimproc.Build()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start pim serve: %v", err)
-	}
-	c := &child{cmd: cmd, done: make(chan struct{})}
-	sc := bufio.NewScanner(out)
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) >= 2 && f[0] == "tcp:" {
-			c.addr = f[1]
-		}
-		if len(f) >= 2 && f[0] == "get" && f[1] == "a" {
-			break
-		}
-	}
-	if c.addr == "" {
-		cmd.Process.Kill()
-		cmd.Wait()
-		t.Fatal("pim serve printed no tcp address")
-	}
-	go func() { // owns the process until it exits
-		io.Copy(io.Discard, out)
-		cmd.Wait()
-		close(c.done)
-	}()
-	t.Cleanup(c.kill)
-	return c
+	return bin
 }
 
-// kill sends SIGKILL and waits for the process to be gone.
-func (c *child) kill() {
-	c.cmd.Process.Kill()
-	<-c.done
+// startChild starts `pim serve` on dir, killed at the end of the test.
+func startChild(t *testing.T, bin, dir string) *pimproc.Server {
+	t.Helper()
+	c, err := pimproc.Start(bin, "serve", "--data", dir, "--tcp", "127.0.0.1:0", "--http", "",
+		"--log-level", "warn", "--heartbeat", "1s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Kill)
+	return c
 }

@@ -122,6 +122,26 @@ type GroupChange struct {
 	MaxMembers int
 }
 
+// ConvQuery selects a page of a conversation list.
+type ConvQuery struct {
+	// SinceVersion > 0 asks for the entries with Version > SinceVersion,
+	// ascending by Version (incremental sync).
+	SinceVersion uint64
+	// Otherwise the list is sorted by Activity, newest first, starting
+	// below BeforeActivity (0: from the top).
+	BeforeActivity uint64
+	Limit          int
+}
+
+// MaxNotifySpan bounds the messages one NotifyReads call reports on.
+const MaxNotifySpan = 256
+
+// CountsAsUnread reports whether m counts in user's unread count when it is
+// above user's read position: content from someone else.
+func CountsAsUnread(m *pimv1.Message, user string) bool {
+	return m.GetSender() != user && m.GetType() < pimv1.MessageType_MESSAGE_TYPE_GROUP_CREATED
+}
+
 // Member is one user's membership in a conversation.
 type Member struct {
 	User    string
@@ -176,6 +196,53 @@ type Store interface {
 	MarkRead(ctx context.Context, user, device, conv string, seq uint64) (uint64, Result, error)
 	// ReadPosition returns user's read position in conv (0 if none).
 	ReadPosition(ctx context.Context, user, conv string) (uint64, error)
+
+	// Conversations returns a page of user's conversation list (see
+	// ConvQuery) with each entry's LastMessage filled in, whether more
+	// entries match, and the list's version (the user's head user seq).
+	// Entries are kept in the same atomic write as the event that changes
+	// them (a message, a read, a receipt, a membership change), and an
+	// entry's Version is the user seq of that event, so "changed since V"
+	// is exactly the entries whose Version > V. Unread is exact: messages
+	// (not membership messages) from other users delivered to user with seq
+	// > ReadSeq.
+	Conversations(ctx context.Context, user string, q ConvQuery) (convs []*pimv1.Conversation, more bool, version uint64, err error)
+
+	// Receipts returns how many users other than the message's sender have
+	// read conv up to at least seq, and a page of them (sorted, after
+	// afterUser). It costs O(log n + readers) over an index of read
+	// positions. A user who had read receipts off when they read is not
+	// counted for that read. ErrNotFound if the message does not exist.
+	Receipts(ctx context.Context, conv string, seq uint64, afterUser string, limit int) (count int, readers []string, more bool, err error)
+	// NotifyReads appends one RECEIPT_KIND_READ event to the timeline of each
+	// sender (with read receipts on) of a content message in conv with
+	// from < seq <= to (the newest MaxNotifySpan of them), carrying the read
+	// counts of that sender's messages. The server calls it at most once a
+	// second per conversation (coalescing).
+	NotifyReads(ctx context.Context, conv string, from, to uint64) (Result, error)
+	// MarkDelivered records that a device of user acknowledged its timeline
+	// up to userSeq; for each direct conversation with messages from the
+	// peer in the newly acknowledged range, it appends a
+	// RECEIPT_KIND_DELIVERED event to the peer's timeline (once per
+	// conversation per call) and raises the peer's PeerDeliveredSeq.
+	MarkDelivered(ctx context.Context, user string, userSeq uint64) (Result, error)
+
+	// Hide deletes conv/seq for user only ("delete for me"): it appends a
+	// Hidden event to user's timeline and records the message as hidden for
+	// HiddenIn. Hiding twice writes nothing the second time. The message
+	// must exist and be visible to user (ErrNotFound, ErrNotMember).
+	Hide(ctx context.Context, user, device, conv string, seq uint64) (Result, error)
+	// HiddenIn returns the seqs in [from, before) of conv that user hid
+	// (before == 0: no bound), ascending.
+	HiddenIn(ctx context.Context, user, conv string, from, before uint64) ([]uint64, error)
+
+	// SetReadReceipts turns user's read receipts on or off. With them off
+	// the user's reads are not reported to others (no ReadSync to the 1:1
+	// peer, not counted by Receipts from then on) and the user gets none
+	// (no peer ReadSync, no READ receipt events).
+	SetReadReceipts(ctx context.Context, user string, on bool) error
+	// ReadReceipts reports whether user's read receipts are on (default).
+	ReadReceipts(ctx context.Context, user string) (bool, error)
 
 	// Ack moves (user, device)'s cursor to max(cursor, min(userSeq, head)) and
 	// returns the new cursor. Acks need not be durable: losing one only causes

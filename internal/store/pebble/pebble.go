@@ -57,6 +57,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/pim-project/pim/internal/store"
 	pimv1 "github.com/pim-project/pim/proto/pim/v1"
@@ -77,6 +78,10 @@ type Options struct {
 	// order. It must not block (hand them to a bus.Bus) and must not call
 	// the store's write methods.
 	OnCommit func([]store.Delivery)
+	// NoConvList stops maintaining conversation lists (Conversations then
+	// returns nothing). Only for benchmarks that measure what maintaining
+	// them costs; read positions, receipts and unread scans still work.
+	NoConvList bool
 }
 
 const (
@@ -107,6 +112,8 @@ type Store struct {
 	epoch string
 	// onCommit is Options.OnCommit (nil: none); only the writer calls it.
 	onCommit func([]store.Delivery)
+	// noConvList is Options.NoConvList.
+	noConvList bool
 
 	// mu guards db against Close: readers hold it shared while they use db,
 	// Close takes it exclusively to set closed.
@@ -175,6 +182,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		log:        log,
 		epoch:      epoch,
 		onCommit:   opts.OnCommit,
+		noConvList: opts.NoConvList,
 		ops:        make(chan *op, queueLen),
 		quit:       make(chan struct{}),
 		writerDone: make(chan struct{}),
@@ -387,6 +395,22 @@ func decodeRef(v []byte) (ref, error) {
 	return ref{conv: string(v[8:]), seq: binary.BigEndian.Uint64(v)}, nil
 }
 
+// Timeline values (u/ keys). A message event is its ref, followed by
+// "\x00o" in the sender's own timeline (so MarkDelivered tells a peer's
+// message from one's own without reading it); a read-sync event is the ref
+// of its (conv, seq) followed by "\x00r" user "\x00" device; any other event
+// is the ref of its (conv, seq) followed by "\x00e" and the event's kind as
+// a marshalled pimv1.Event.
+
+// encodeMsgRef is the u/ value of a message event.
+func encodeMsgRef(r ref, own bool) []byte {
+	v := encodeRef(r)
+	if own {
+		v = append(v, 0, 'o')
+	}
+	return v
+}
+
 // encodeReadRef is the u/ value of a read-sync event.
 func encodeReadRef(rs *pimv1.ReadSync) []byte {
 	v := encodeRef(ref{conv: rs.Conv, seq: rs.Seq})
@@ -394,26 +418,58 @@ func encodeReadRef(rs *pimv1.ReadSync) []byte {
 	return append(v, rs.Device...)
 }
 
-// decodeTimelineRef decodes a u/ value: a message ref, or a read-sync event.
-func decodeTimelineRef(v []byte) (ref, *pimv1.ReadSync, error) {
+// encodeEventRef is the u/ value of another event about conv/seq.
+func encodeEventRef(r ref, ev *pimv1.Event) ([]byte, error) {
+	raw, err := proto.Marshal(ev)
+	if err != nil {
+		return nil, err
+	}
+	return append(append(encodeRef(r), 0, 'e'), raw...), nil
+}
+
+// timelineRef is a decoded u/ value: a message (own set in its sender's
+// timeline) or another event (ev set).
+type timelineRef struct {
+	ref
+	own bool
+	ev  *pimv1.Event
+}
+
+// decodeTimelineRef decodes a u/ value.
+func decodeTimelineRef(v []byte) (timelineRef, error) {
 	if len(v) < 9 {
-		return ref{}, nil, fmt.Errorf("corrupt timeline ref %x", v)
+		return timelineRef{}, fmt.Errorf("corrupt timeline ref %x", v)
 	}
 	i := bytes.IndexByte(v[8:], 0)
 	if i < 0 {
 		r, err := decodeRef(v)
-		return r, nil, err
+		return timelineRef{ref: r}, err
 	}
 	rf, err := decodeRef(v[:8+i])
 	rest := v[8+i+1:]
-	if err != nil || len(rest) < 1 || rest[0] != 'r' {
-		return ref{}, nil, fmt.Errorf("corrupt timeline ref %x", v)
+	if err != nil || len(rest) < 1 {
+		return timelineRef{}, fmt.Errorf("corrupt timeline ref %x", v)
 	}
-	user, device, ok := bytes.Cut(rest[1:], []byte{0})
-	if !ok {
-		return ref{}, nil, fmt.Errorf("corrupt read ref %x", v)
+	t := timelineRef{ref: rf}
+	switch rest[0] {
+	case 'o':
+		t.own = true
+	case 'r':
+		user, device, ok := bytes.Cut(rest[1:], []byte{0})
+		if !ok {
+			return timelineRef{}, fmt.Errorf("corrupt read ref %x", v)
+		}
+		t.ev = &pimv1.Event{Kind: &pimv1.Event_Read{Read: &pimv1.ReadSync{
+			Conv: rf.conv, Seq: rf.seq, User: string(user), Device: string(device)}}}
+	case 'e':
+		t.ev = new(pimv1.Event)
+		if err := proto.Unmarshal(rest[1:], t.ev); err != nil {
+			return timelineRef{}, fmt.Errorf("corrupt event ref %x: %w", v, err)
+		}
+	default:
+		return timelineRef{}, fmt.Errorf("corrupt timeline ref %x", v)
 	}
-	return rf, &pimv1.ReadSync{Conv: rf.conv, Seq: rf.seq, User: string(user), Device: string(device)}, nil
+	return t, nil
 }
 
 func readKey(user, conv string) []byte {

@@ -190,16 +190,16 @@ func timeline(r pebble.Reader, user string, after uint64, limit int) ([]*pimv1.E
 		if err != nil {
 			return nil, 0, err
 		}
-		rf, rs, err := decodeTimelineRef(it.Value())
+		t, err := decodeTimelineRef(it.Value())
 		if err != nil {
 			return nil, 0, err
 		}
 		ev := &pimv1.Event{UserSeq: us}
-		if rs != nil {
-			ev.Kind = &pimv1.Event_Read{Read: rs}
+		if t.ev != nil {
+			ev.Kind = t.ev.Kind
 		}
 		evs = append(evs, ev)
-		refs = append(refs, rf)
+		refs = append(refs, t.ref)
 	}
 	if err := it.Error(); err != nil {
 		return nil, 0, err
@@ -394,8 +394,6 @@ func readPosition(r pebble.Reader, user, conv string) (uint64, error) {
 	if err != nil || raw == nil {
 		return 0, err
 	}
-	if len(raw) != 8 {
-		return 0, fmt.Errorf("corrupt read position %x", raw)
-	}
-	return binary.BigEndian.Uint64(raw), nil
+	pos, _, err := decodeReadPos(raw)
+	return pos, err
 }

@@ -47,10 +47,22 @@ const (
 	opAdd
 	opRemove
 	opRead
+	opHide
+	opDelivered
+	opNotifyReads
+	opSettings
 )
 
 func (k opKind) String() string {
-	return [...]string{"send", "create group", "add members", "remove members", "mark read"}[k]
+	return [...]string{"send", "create group", "add members", "remove members", "mark read",
+		"hide", "mark delivered", "notify reads", "settings"}[k]
+}
+
+// opArgs are the arguments of the read-state ops.
+type opArgs struct {
+	user, device, conv string
+	seq, seq2          uint64
+	on                 bool
 }
 
 // op is one write waiting for the writer.
@@ -60,6 +72,7 @@ type op struct {
 	send store.SendRequest
 	ch   store.GroupChange
 	read *pimv1.ReadSync // MarkRead: user, device, conv and the requested seq
+	args opArgs
 
 	res  store.Result
 	err  error
@@ -139,7 +152,7 @@ type writer struct {
 	// this batch.
 	pendDedup map[string]ref
 	pendMsgs  map[ref]*pimv1.Message
-	pendRead  map[string]uint64
+	pend      pendState
 	// batchErr is set when writing into the batch failed: the batch is
 	// then unusable and must not be committed.
 	batchErr error
@@ -150,7 +163,7 @@ func newWriter(s *Store) *writer {
 	w.dropCaches()
 	w.pendDedup = make(map[string]ref)
 	w.pendMsgs = make(map[ref]*pimv1.Message)
-	w.pendRead = make(map[string]uint64)
+	w.pend = newPendState()
 	return w
 }
 
@@ -211,7 +224,7 @@ func (w *writer) commit(ops []*op) {
 	defer b.Close()
 	clear(w.pendDedup)
 	clear(w.pendMsgs)
-	clear(w.pendRead)
+	w.pend.clear()
 	w.batchErr = nil
 	for _, o := range ops {
 		if err := o.ctx.Err(); err != nil {
@@ -229,6 +242,14 @@ func (w *writer) commit(ops []*op) {
 			o.res, o.err = w.removeMembers(b, &o.ch)
 		case opRead:
 			o.res, o.err = w.markRead(b, o.read)
+		case opHide:
+			o.res, o.err = w.hide(b, &o.args)
+		case opDelivered:
+			o.res, o.err = w.markDelivered(b, &o.args)
+		case opNotifyReads:
+			o.res, o.err = w.notifyReads(b, &o.args)
+		case opSettings:
+			o.res, o.err = w.setReceipts(b, o.args.user, o.args.on)
 		}
 		if w.batchErr != nil {
 			break
@@ -273,6 +294,7 @@ func (w *writer) commit(ops []*op) {
 	}
 	clear(w.pendDedup)
 	clear(w.pendMsgs)
+	w.pend.clear()
 	for _, o := range ops {
 		close(o.done)
 	}
@@ -404,7 +426,7 @@ func (w *writer) append(b *pebble.Batch, msg *pimv1.Message, head uint64, recipi
 		return store.Result{}, fmt.Errorf("marshal message: %w", err)
 	}
 	r := ref{conv: msg.Conv, seq: msg.Seq}
-	rv := encodeRef(r)
+	rv := encodeMsgRef(r, false)
 	w.set(b, msgKey(r.conv, r.seq), raw)
 	if dk != nil {
 		w.set(b, dk, rv)
@@ -416,11 +438,18 @@ func (w *writer) append(b *pebble.Batch, msg *pimv1.Message, head uint64, recipi
 	for i, u := range recipients {
 		us := w.userHead[u] + 1
 		w.userHead[u] = us
-		w.set(b, userKey(u, us), rv)
+		if u == msg.Sender {
+			w.set(b, userKey(u, us), encodeMsgRef(r, true))
+		} else {
+			w.set(b, userKey(u, us), rv)
+		}
 		res.Deliveries[i] = store.Delivery{User: u, Event: &pimv1.Event{
 			UserSeq: us,
 			Kind:    &pimv1.Event_Message{Message: msg},
 		}}
+		if err := w.noteMessage(b, u, us, msg); err != nil {
+			return store.Result{}, err
+		}
 	}
 	return res, nil
 }
@@ -667,52 +696,6 @@ func (w *writer) recipientsOf(conv, user string) ([]string, error) {
 	return g.users(), nil
 }
 
-// markRead advances rs.User's read position in rs.Conv to rs.Seq (capped at
-// the head) and, if it moved, appends a read-sync event to the reader's
-// timeline and, for a direct conversation, to the peer's. The answer's
-// Message carries the resulting position in Seq (and nothing else).
-func (w *writer) markRead(b *pebble.Batch, rs *pimv1.ReadSync) (store.Result, error) {
-	members, err := w.recipientsOf(rs.Conv, rs.User)
-	if err != nil {
-		return store.Result{}, fmt.Errorf("pebble store: mark read: %w", err)
-	}
-	head, err := w.convHeadOf(rs.Conv)
-	if err != nil {
-		return store.Result{}, fmt.Errorf("pebble store: mark read: %w", err)
-	}
-	rk := readKey(rs.User, rs.Conv)
-	pos, ok := w.pendRead[string(rk)]
-	if !ok {
-		if pos, err = readPosition(w.db, rs.User, rs.Conv); err != nil {
-			return store.Result{}, fmt.Errorf("pebble store: mark read: %w", err)
-		}
-	}
-	seq := min(rs.Seq, head)
-	if seq <= pos {
-		return store.Result{Message: &pimv1.Message{Conv: rs.Conv, Seq: pos}}, nil
-	}
-	w.pendRead[string(rk)] = seq
-	w.set(b, rk, appendBE8(nil, seq))
-	ev := &pimv1.ReadSync{Conv: rs.Conv, Seq: seq, User: rs.User, Device: rs.Device}
-	recipients := members // a direct conversation: the reader and the peer (a receipt)
-	if store.IsGroup(rs.Conv) {
-		recipients = []string{rs.User} // group receipts are not fanned out to every member
-	}
-	if err := w.loadUserHeads(recipients); err != nil {
-		return store.Result{}, fmt.Errorf("pebble store: mark read: %w", err)
-	}
-	v := encodeReadRef(ev)
-	res := store.Result{Message: &pimv1.Message{Conv: rs.Conv, Seq: seq}}
-	for _, u := range recipients {
-		us := w.userHead[u] + 1
-		w.userHead[u] = us
-		w.set(b, userKey(u, us), v)
-		res.Deliveries = append(res.Deliveries, store.Delivery{User: u, Event: &pimv1.Event{
-			UserSeq: us, Kind: &pimv1.Event_Read{Read: ev}}})
-	}
-	return res, nil
-}
-
 // Write API.
 
 // MarkRead advances a read position. See store.Store.
@@ -734,6 +717,46 @@ func (s *Store) MarkRead(ctx context.Context, user, device, conv string, seq uin
 	pos := res.Message.GetSeq()
 	res.Message = nil
 	return pos, res, nil
+}
+
+// Hide hides a message for one user. See store.Store.
+func (s *Store) Hide(ctx context.Context, user, device, conv string, seq uint64) (store.Result, error) {
+	err := validConv(conv)
+	if err == nil {
+		err = validUser(user)
+	}
+	if err == nil {
+		err = validDevice(device)
+	}
+	if err != nil {
+		return store.Result{}, fmt.Errorf("pebble store: hide: %w", err)
+	}
+	return s.submit(ctx, &op{kind: opHide, args: opArgs{user: user, device: device, conv: conv, seq: seq}})
+}
+
+// MarkDelivered turns acknowledged messages into delivered receipts. See store.Store.
+func (s *Store) MarkDelivered(ctx context.Context, user string, userSeq uint64) (store.Result, error) {
+	if err := validUser(user); err != nil {
+		return store.Result{}, fmt.Errorf("pebble store: mark delivered: %w", err)
+	}
+	return s.submit(ctx, &op{kind: opDelivered, args: opArgs{user: user, seq: userSeq}})
+}
+
+// NotifyReads appends coalesced read receipts. See store.Store.
+func (s *Store) NotifyReads(ctx context.Context, conv string, from, to uint64) (store.Result, error) {
+	if err := validConv(conv); err != nil {
+		return store.Result{}, fmt.Errorf("pebble store: notify reads: %w", err)
+	}
+	return s.submit(ctx, &op{kind: opNotifyReads, args: opArgs{conv: conv, seq: from, seq2: to}})
+}
+
+// SetReadReceipts turns a user's read receipts on or off. See store.Store.
+func (s *Store) SetReadReceipts(ctx context.Context, user string, on bool) error {
+	if err := validUser(user); err != nil {
+		return fmt.Errorf("pebble store: settings: %w", err)
+	}
+	_, err := s.submit(ctx, &op{kind: opSettings, args: opArgs{user: user, on: on}})
+	return err
 }
 
 // Send sequences and stores one message. See store.Store.

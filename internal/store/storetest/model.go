@@ -42,7 +42,7 @@ var errModelInvalid = errors.New("model: invalid argument")
 type modelRef struct {
 	conv string
 	seq  uint64
-	read *pimv1.ReadSync // set for a read-sync event
+	ev   *pimv1.Event // set (kind only) for an event that is not a message
 }
 
 type modelDedup struct{ sender, device, clientMsgID string }
@@ -57,6 +57,7 @@ type memState struct {
 	dedup     map[modelDedup]modelRef
 	cursors   map[[2]string]uint64
 	reads     map[[2]string]uint64 // (user, conv) -> read position
+	rs        readModel
 }
 
 func newMemState() *memState {
@@ -72,6 +73,7 @@ func newMemState() *memState {
 		dedup:     make(map[modelDedup]modelRef),
 		cursors:   make(map[[2]string]uint64),
 		reads:     make(map[[2]string]uint64),
+		rs:        newReadModel(),
 	}
 }
 
@@ -411,8 +413,8 @@ func (m *memStore) Timeline(ctx context.Context, user string, after uint64, limi
 	for us := after + 1; us <= head && len(evs) < limit; us++ {
 		r := tl[us-1]
 		ev := &pimv1.Event{UserSeq: us}
-		if r.read != nil {
-			ev.Kind = &pimv1.Event_Read{Read: proto.Clone(r.read).(*pimv1.ReadSync)}
+		if r.ev != nil {
+			ev.Kind = proto.Clone(r.ev).(*pimv1.Event).Kind
 		} else {
 			ev.Kind = &pimv1.Event_Message{Message: clone(m.st.msgs[r.conv][r.seq-1])}
 		}
@@ -511,23 +513,7 @@ func (m *memStore) MarkRead(ctx context.Context, user, device, conv string, seq 
 	if !slices.Contains(users, user) {
 		return 0, store.Result{}, fmt.Errorf("model: mark read: %w", store.ErrNotMember)
 	}
-	key := [2]string{user, conv}
-	seq = min(seq, uint64(len(st.msgs[conv])))
-	if seq <= st.reads[key] {
-		return st.reads[key], store.Result{}, nil
-	}
-	st.reads[key] = seq
-	if store.IsGroup(conv) {
-		users = []string{user}
-	}
-	ev := &pimv1.ReadSync{Conv: conv, Seq: seq, User: user, Device: device}
-	var res store.Result
-	for _, u := range users {
-		st.timelines[u] = append(st.timelines[u], modelRef{conv: conv, seq: seq, read: ev})
-		res.Deliveries = append(res.Deliveries, store.Delivery{User: u, Event: &pimv1.Event{
-			UserSeq: uint64(len(st.timelines[u])), Kind: &pimv1.Event_Read{Read: ev}}})
-	}
-	return seq, res, nil
+	return st.markRead(user, device, conv, seq, users)
 }
 
 func (m *memStore) ReadPosition(ctx context.Context, user, conv string) (uint64, error) {

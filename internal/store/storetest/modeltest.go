@@ -76,13 +76,8 @@ func testModel(t *testing.T, open Opener) {
 
 	for i := range *opsFlag {
 		step := fmt.Sprintf("seed %d, op %d", seed, i)
-		if rng.IntN(10) == 0 {
-			u, d, c := pick(users), pick(devices), conv()
-			seq := uint64(rng.IntN(12))
-			gp, gres, gerr := e.s.MarkRead(ctx, u, d, c, seq)
-			wp, wres, werr := m.MarkRead(ctx, u, d, c, seq)
-			same(t, fmt.Sprintf("%s: MarkRead(%s, %s, %s, %d)", step, u, d, c, seq),
-				fmt.Sprint(gp, " ", fmtResult(gres, gerr)), fmt.Sprint(wp, " ", fmtResult(wres, werr)))
+		if rng.IntN(4) == 0 {
+			readStateOp(t, rng, step, e.s, m, pick(users), pick(devices), conv())
 			continue
 		}
 		switch p := rng.IntN(100); {
@@ -193,7 +188,7 @@ func fmtResult(r store.Result, err error) string {
 	slices.SortFunc(ds, func(x, y store.Delivery) int { return strings.Compare(x.User, y.User) })
 	for _, d := range ds {
 		fmt.Fprintf(&b, "\n  to %s: %d", d.User, d.Event.GetUserSeq())
-		if d.Event.GetRead() != nil {
+		if d.Event.GetMessage() == nil {
 			fmt.Fprintf(&b, " %s", fmtEvent(d.Event))
 		} else if !proto.Equal(d.Event.GetMessage(), r.Message) {
 			fmt.Fprintf(&b, " carrying %s", fmtMsg(d.Event.GetMessage()))
@@ -224,4 +219,61 @@ func fmtMsgs(msgs []*pimv1.Message, more bool, err error) string {
 		fmt.Fprintf(&b, "\n  %s", fmtMsg(m))
 	}
 	return b.String()
+}
+
+// readStateOp runs one random read-state operation on both stores.
+func readStateOp(t *testing.T, rng *rand.Rand, step string, s store.Store, m *memStore, u, d, c string) {
+	ctx := t.Context()
+	h, _ := m.Head(ctx, u)
+	switch p := rng.IntN(100); {
+	case p < 30:
+		seq := uint64(rng.IntN(14))
+		gp, gres, gerr := s.MarkRead(ctx, u, d, c, seq)
+		wp, wres, werr := m.MarkRead(ctx, u, d, c, seq)
+		same(t, fmt.Sprintf("%s: MarkRead(%s, %s, %s, %d)", step, u, d, c, seq),
+			fmt.Sprint(gp, " ", fmtResult(gres, gerr)), fmt.Sprint(wp, " ", fmtResult(wres, werr)))
+	case p < 40:
+		seq := uint64(rng.IntN(14))
+		got, gerr := s.Hide(ctx, u, d, c, seq)
+		want, werr := m.Hide(ctx, u, d, c, seq)
+		sameResult(t, fmt.Sprintf("%s: Hide(%s, %s, %s, %d)", step, u, d, c, seq), got, gerr, want, werr)
+	case p < 55:
+		seq := uint64(rng.IntN(int(h) + 3))
+		got, gerr := s.MarkDelivered(ctx, u, seq)
+		want, werr := m.MarkDelivered(ctx, u, seq)
+		sameResult(t, fmt.Sprintf("%s: MarkDelivered(%s, %d)", step, u, seq), got, gerr, want, werr)
+	case p < 63:
+		from := uint64(rng.IntN(10))
+		to := from + uint64(rng.IntN(8))
+		got, gerr := s.NotifyReads(ctx, c, from, to)
+		want, werr := m.NotifyReads(ctx, c, from, to)
+		sameResult(t, fmt.Sprintf("%s: NotifyReads(%s, %d, %d)", step, c, from, to), got, gerr, want, werr)
+	case p < 73:
+		seq, after, limit := uint64(rng.IntN(12)), "", rng.IntN(4)
+		if rng.IntN(2) == 0 {
+			after = fmt.Sprintf("u%d", rng.IntN(6))
+		}
+		gn, gu, gm, gerr := s.Receipts(ctx, c, seq, after, limit)
+		wn, wu, wm, werr := m.Receipts(ctx, c, seq, after, limit)
+		same(t, fmt.Sprintf("%s: Receipts(%s, %d, %q, %d)", step, c, seq, after, limit),
+			fmt.Sprint(gn, gu, gm, errName(gerr)), fmt.Sprint(wn, wu, wm, errName(werr)))
+	case p < 90:
+		q := store.ConvQuery{Limit: rng.IntN(5)}
+		if rng.IntN(2) == 0 {
+			q.SinceVersion = uint64(rng.IntN(int(h) + 2))
+		} else if rng.IntN(2) == 0 {
+			q.BeforeActivity = uint64(rng.IntN(int(h) + 2))
+		}
+		gc, gm, gv, gerr := s.Conversations(ctx, u, q)
+		wc, wm, wv, werr := m.Conversations(ctx, u, q)
+		same(t, fmt.Sprintf("%s: Conversations(%s, %+v)", step, u, q), fmtConvs(gc, gm, gv, gerr), fmtConvs(wc, wm, wv, werr))
+	case p < 95:
+		on := rng.IntN(3) != 0
+		gerr, werr := s.SetReadReceipts(ctx, u, on), m.SetReadReceipts(ctx, u, on)
+		same(t, fmt.Sprintf("%s: SetReadReceipts(%s, %v)", step, u, on), errName(gerr), errName(werr))
+	default:
+		got, gerr := s.ReadReceipts(ctx, u)
+		want, werr := m.ReadReceipts(ctx, u)
+		same(t, fmt.Sprintf("%s: ReadReceipts(%s)", step, u), fmt.Sprint(got, errName(gerr)), fmt.Sprint(want, errName(werr)))
+	}
 }

@@ -76,6 +76,10 @@ func Run(t *testing.T, open func(t *testing.T, dir string) store.Store) {
 		{"CloseWhileBusy", testCloseWhileBusy},
 		{"InvalidInput", testInvalidInput},
 		{"CanceledContext", testCanceled},
+		{"UnreadCounts", testUnreadCounts},
+		{"ConvListSince", testConvListSince},
+		{"Receipts", testReceipts},
+		{"Hide", testHide},
 		{"Model", testModel},
 	}
 	for _, tc := range tests {
@@ -215,7 +219,7 @@ func readTimeline(t *testing.T, s store.Store, user string) []*pimv1.Event {
 			if ev.UserSeq != after+1 {
 				t.Fatalf("timeline %s: user seq %d after %d (gap or disorder)", user, ev.UserSeq, after)
 			}
-			if ev.GetMessage() == nil && ev.GetRead() == nil {
+			if ev.GetKind() == nil {
 				t.Fatalf("timeline %s: event %d is empty", user, ev.UserSeq)
 			}
 			after = ev.UserSeq
@@ -319,7 +323,33 @@ func fmtEvent(ev *pimv1.Event) string {
 	if r := ev.GetRead(); r != nil {
 		return fmt.Sprintf("read %s/%d by %s/%s", r.Conv, r.Seq, r.User, r.Device)
 	}
+	if h := ev.GetHidden(); h != nil {
+		return fmt.Sprintf("hidden %s/%d on %s", h.Conv, h.Seq, h.Device)
+	}
+	if r := ev.GetReceipt(); r != nil {
+		var b strings.Builder
+		fmt.Fprintf(&b, "receipt %v %s/%d user=%s", r.Kind, r.Conv, r.Seq, r.User)
+		for _, m := range r.Messages {
+			fmt.Fprintf(&b, " %d:%d", m.Seq, m.ReadCount)
+		}
+		return b.String()
+	}
 	return fmtMsg(ev.GetMessage())
+}
+
+// fmtConvs formats a page of a conversation list.
+func fmtConvs(cs []*pimv1.Conversation, more bool, version uint64, err error) string {
+	if err != nil {
+		return "error " + errName(err)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "version=%d more=%v", version, more)
+	for _, c := range cs {
+		fmt.Fprintf(&b, "\n  %s last=%d read=%d unread=%d v=%d act=%d join=%d left=%v peerread=%d peerdlv=%d msg=%s",
+			c.Conv, c.LastSeq, c.ReadSeq, c.Unread, c.Version, c.Activity, c.JoinSeq, c.Left,
+			c.PeerReadSeq, c.PeerDeliveredSeq, fmtMsg(c.LastMessage))
+	}
+	return b.String()
 }
 
 func fmtMsg(m *pimv1.Message) string {
@@ -470,6 +500,13 @@ func dump(t *testing.T, s store.Store, convs, users, devices []string) []string 
 		for _, d := range devices {
 			c, err := s.Cursor(ctx, u, d)
 			out = append(out, fmt.Sprintf("cursor %s/%s: %d %v", u, d, c, errName(err)))
+		}
+		cs, more, v, err := s.Conversations(ctx, u, store.ConvQuery{Limit: 1 << 20})
+		out = append(out, strings.Split(fmt.Sprintf("convs %s: %s", u, fmtConvs(cs, more, v, err)), "\n")...)
+		for _, c := range convs {
+			p, err := s.ReadPosition(ctx, u, c)
+			h, herr := s.HiddenIn(ctx, u, c, 0, 0)
+			out = append(out, fmt.Sprintf("read %s %s: %d %v hidden %v %v", u, c, p, errName(err), h, errName(herr)))
 		}
 	}
 	return out

@@ -194,6 +194,57 @@ func (MessageType) EnumDescriptor() ([]byte, []int) {
 	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{1}
 }
 
+type ReceiptKind int32
+
+const (
+	ReceiptKind_RECEIPT_KIND_UNSPECIFIED ReceiptKind = 0
+	// 1:1: the message reached at least one device of the peer.
+	ReceiptKind_RECEIPT_KIND_DELIVERED ReceiptKind = 1
+	// Groups: the read counts of the recipient's own messages changed.
+	ReceiptKind_RECEIPT_KIND_READ ReceiptKind = 2
+)
+
+// Enum value maps for ReceiptKind.
+var (
+	ReceiptKind_name = map[int32]string{
+		0: "RECEIPT_KIND_UNSPECIFIED",
+		1: "RECEIPT_KIND_DELIVERED",
+		2: "RECEIPT_KIND_READ",
+	}
+	ReceiptKind_value = map[string]int32{
+		"RECEIPT_KIND_UNSPECIFIED": 0,
+		"RECEIPT_KIND_DELIVERED":   1,
+		"RECEIPT_KIND_READ":        2,
+	}
+)
+
+func (x ReceiptKind) Enum() *ReceiptKind {
+	p := new(ReceiptKind)
+	*p = x
+	return p
+}
+
+func (x ReceiptKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ReceiptKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_proto_pim_v1_pim_proto_enumTypes[2].Descriptor()
+}
+
+func (ReceiptKind) Type() protoreflect.EnumType {
+	return &file_proto_pim_v1_pim_proto_enumTypes[2]
+}
+
+func (x ReceiptKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ReceiptKind.Descriptor instead.
+func (ReceiptKind) EnumDescriptor() ([]byte, []int) {
+	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{2}
+}
+
 type GroupOp int32
 
 const (
@@ -233,11 +284,11 @@ func (x GroupOp) String() string {
 }
 
 func (GroupOp) Descriptor() protoreflect.EnumDescriptor {
-	return file_proto_pim_v1_pim_proto_enumTypes[2].Descriptor()
+	return file_proto_pim_v1_pim_proto_enumTypes[3].Descriptor()
 }
 
 func (GroupOp) Type() protoreflect.EnumType {
-	return &file_proto_pim_v1_pim_proto_enumTypes[2]
+	return &file_proto_pim_v1_pim_proto_enumTypes[3]
 }
 
 func (x GroupOp) Number() protoreflect.EnumNumber {
@@ -246,7 +297,7 @@ func (x GroupOp) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use GroupOp.Descriptor instead.
 func (GroupOp) EnumDescriptor() ([]byte, []int) {
-	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{2}
+	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{3}
 }
 
 // Frame is the envelope of everything sent over a long connection.
@@ -274,6 +325,14 @@ type Frame struct {
 	//	*Frame_GroupResp
 	//	*Frame_ReadReq
 	//	*Frame_ReadResp
+	//	*Frame_HideReq
+	//	*Frame_HideResp
+	//	*Frame_ConvListReq
+	//	*Frame_ConvListResp
+	//	*Frame_ReceiptsReq
+	//	*Frame_ReceiptsResp
+	//	*Frame_SettingsReq
+	//	*Frame_SettingsResp
 	Body          isFrame_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -485,6 +544,78 @@ func (x *Frame) GetReadResp() *ReadResp {
 	return nil
 }
 
+func (x *Frame) GetHideReq() *HideReq {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_HideReq); ok {
+			return x.HideReq
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetHideResp() *HideResp {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_HideResp); ok {
+			return x.HideResp
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetConvListReq() *ConvListReq {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_ConvListReq); ok {
+			return x.ConvListReq
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetConvListResp() *ConvListResp {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_ConvListResp); ok {
+			return x.ConvListResp
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetReceiptsReq() *ReceiptsReq {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_ReceiptsReq); ok {
+			return x.ReceiptsReq
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetReceiptsResp() *ReceiptsResp {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_ReceiptsResp); ok {
+			return x.ReceiptsResp
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetSettingsReq() *SettingsReq {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_SettingsReq); ok {
+			return x.SettingsReq
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetSettingsResp() *SettingsResp {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_SettingsResp); ok {
+			return x.SettingsResp
+		}
+	}
+	return nil
+}
+
 type isFrame_Body interface {
 	isFrame_Body()
 }
@@ -561,6 +692,38 @@ type Frame_ReadResp struct {
 	ReadResp *ReadResp `protobuf:"bytes,27,opt,name=read_resp,json=readResp,proto3,oneof"`
 }
 
+type Frame_HideReq struct {
+	HideReq *HideReq `protobuf:"bytes,28,opt,name=hide_req,json=hideReq,proto3,oneof"`
+}
+
+type Frame_HideResp struct {
+	HideResp *HideResp `protobuf:"bytes,29,opt,name=hide_resp,json=hideResp,proto3,oneof"`
+}
+
+type Frame_ConvListReq struct {
+	ConvListReq *ConvListReq `protobuf:"bytes,30,opt,name=conv_list_req,json=convListReq,proto3,oneof"`
+}
+
+type Frame_ConvListResp struct {
+	ConvListResp *ConvListResp `protobuf:"bytes,31,opt,name=conv_list_resp,json=convListResp,proto3,oneof"`
+}
+
+type Frame_ReceiptsReq struct {
+	ReceiptsReq *ReceiptsReq `protobuf:"bytes,32,opt,name=receipts_req,json=receiptsReq,proto3,oneof"`
+}
+
+type Frame_ReceiptsResp struct {
+	ReceiptsResp *ReceiptsResp `protobuf:"bytes,33,opt,name=receipts_resp,json=receiptsResp,proto3,oneof"`
+}
+
+type Frame_SettingsReq struct {
+	SettingsReq *SettingsReq `protobuf:"bytes,34,opt,name=settings_req,json=settingsReq,proto3,oneof"`
+}
+
+type Frame_SettingsResp struct {
+	SettingsResp *SettingsResp `protobuf:"bytes,35,opt,name=settings_resp,json=settingsResp,proto3,oneof"`
+}
+
 func (*Frame_Hello) isFrame_Body() {}
 
 func (*Frame_Welcome) isFrame_Body() {}
@@ -596,6 +759,22 @@ func (*Frame_GroupResp) isFrame_Body() {}
 func (*Frame_ReadReq) isFrame_Body() {}
 
 func (*Frame_ReadResp) isFrame_Body() {}
+
+func (*Frame_HideReq) isFrame_Body() {}
+
+func (*Frame_HideResp) isFrame_Body() {}
+
+func (*Frame_ConvListReq) isFrame_Body() {}
+
+func (*Frame_ConvListResp) isFrame_Body() {}
+
+func (*Frame_ReceiptsReq) isFrame_Body() {}
+
+func (*Frame_ReceiptsResp) isFrame_Body() {}
+
+func (*Frame_SettingsReq) isFrame_Body() {}
+
+func (*Frame_SettingsResp) isFrame_Body() {}
 
 // Hello is the first frame a client sends. Nothing else is accepted before it.
 type Hello struct {
@@ -1037,6 +1216,8 @@ type Event struct {
 	//
 	//	*Event_Message
 	//	*Event_Read
+	//	*Event_Hidden
+	//	*Event_Receipt
 	Kind          isEvent_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1104,6 +1285,24 @@ func (x *Event) GetRead() *ReadSync {
 	return nil
 }
 
+func (x *Event) GetHidden() *Hidden {
+	if x != nil {
+		if x, ok := x.Kind.(*Event_Hidden); ok {
+			return x.Hidden
+		}
+	}
+	return nil
+}
+
+func (x *Event) GetReceipt() *Receipt {
+	if x != nil {
+		if x, ok := x.Kind.(*Event_Receipt); ok {
+			return x.Receipt
+		}
+	}
+	return nil
+}
+
 type isEvent_Kind interface {
 	isEvent_Kind()
 }
@@ -1116,9 +1315,220 @@ type Event_Read struct {
 	Read *ReadSync `protobuf:"bytes,3,opt,name=read,proto3,oneof"`
 }
 
+type Event_Hidden struct {
+	Hidden *Hidden `protobuf:"bytes,4,opt,name=hidden,proto3,oneof"`
+}
+
+type Event_Receipt struct {
+	Receipt *Receipt `protobuf:"bytes,5,opt,name=receipt,proto3,oneof"`
+}
+
 func (*Event_Message) isEvent_Kind() {}
 
 func (*Event_Read) isEvent_Kind() {}
+
+func (*Event_Hidden) isEvent_Kind() {}
+
+func (*Event_Receipt) isEvent_Kind() {}
+
+// Hidden reports that the user deleted message conv/seq for themselves
+// ("delete for me"): their devices stop showing it; History no longer
+// returns it to them. Other members are not affected.
+type Hidden struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Conv  string                 `protobuf:"bytes,1,opt,name=conv,proto3" json:"conv,omitempty"`
+	Seq   uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	// The device the user deleted it on.
+	Device        string `protobuf:"bytes,3,opt,name=device,proto3" json:"device,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Hidden) Reset() {
+	*x = Hidden{}
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Hidden) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Hidden) ProtoMessage() {}
+
+func (x *Hidden) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Hidden.ProtoReflect.Descriptor instead.
+func (*Hidden) Descriptor() ([]byte, []int) {
+	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *Hidden) GetConv() string {
+	if x != nil {
+		return x.Conv
+	}
+	return ""
+}
+
+func (x *Hidden) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *Hidden) GetDevice() string {
+	if x != nil {
+		return x.Device
+	}
+	return ""
+}
+
+// Receipt tells a sender what happened to their messages. 1:1 read receipts
+// travel as ReadSync (with the peer as user); Receipt carries delivered
+// receipts (1:1) and coalesced group read counts (at most one per
+// conversation per second).
+type Receipt struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Conv  string                 `protobuf:"bytes,1,opt,name=conv,proto3" json:"conv,omitempty"`
+	Kind  ReceiptKind            `protobuf:"varint,2,opt,name=kind,proto3,enum=pim.v1.ReceiptKind" json:"kind,omitempty"`
+	// DELIVERED: every message of the recipient in conv up to seq reached a
+	// device of user (the peer).
+	Seq  uint64 `protobuf:"varint,3,opt,name=seq,proto3" json:"seq,omitempty"`
+	User string `protobuf:"bytes,4,opt,name=user,proto3" json:"user,omitempty"`
+	// READ: the new read counts of the recipient's messages, ascending by seq.
+	Messages      []*MessageReads `protobuf:"bytes,5,rep,name=messages,proto3" json:"messages,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Receipt) Reset() {
+	*x = Receipt{}
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Receipt) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Receipt) ProtoMessage() {}
+
+func (x *Receipt) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Receipt.ProtoReflect.Descriptor instead.
+func (*Receipt) Descriptor() ([]byte, []int) {
+	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *Receipt) GetConv() string {
+	if x != nil {
+		return x.Conv
+	}
+	return ""
+}
+
+func (x *Receipt) GetKind() ReceiptKind {
+	if x != nil {
+		return x.Kind
+	}
+	return ReceiptKind_RECEIPT_KIND_UNSPECIFIED
+}
+
+func (x *Receipt) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *Receipt) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *Receipt) GetMessages() []*MessageReads {
+	if x != nil {
+		return x.Messages
+	}
+	return nil
+}
+
+type MessageReads struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	ReadCount     uint32                 `protobuf:"varint,2,opt,name=read_count,json=readCount,proto3" json:"read_count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MessageReads) Reset() {
+	*x = MessageReads{}
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MessageReads) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MessageReads) ProtoMessage() {}
+
+func (x *MessageReads) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MessageReads.ProtoReflect.Descriptor instead.
+func (*MessageReads) Descriptor() ([]byte, []int) {
+	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *MessageReads) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *MessageReads) GetReadCount() uint32 {
+	if x != nil {
+		return x.ReadCount
+	}
+	return 0
+}
 
 // ReadSync reports that user read conv up to seq (the article's PIMSyncRead).
 // It reaches every device of the reader (so a message read on the phone is
@@ -1137,7 +1547,7 @@ type ReadSync struct {
 
 func (x *ReadSync) Reset() {
 	*x = ReadSync{}
-	mi := &file_proto_pim_v1_pim_proto_msgTypes[6]
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1149,7 +1559,7 @@ func (x *ReadSync) String() string {
 func (*ReadSync) ProtoMessage() {}
 
 func (x *ReadSync) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_pim_v1_pim_proto_msgTypes[6]
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1162,7 +1572,7 @@ func (x *ReadSync) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadSync.ProtoReflect.Descriptor instead.
 func (*ReadSync) Descriptor() ([]byte, []int) {
-	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{6}
+	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ReadSync) GetConv() string {
@@ -1213,7 +1623,7 @@ type SendReq struct {
 
 func (x *SendReq) Reset() {
 	*x = SendReq{}
-	mi := &file_proto_pim_v1_pim_proto_msgTypes[7]
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1225,7 +1635,7 @@ func (x *SendReq) String() string {
 func (*SendReq) ProtoMessage() {}
 
 func (x *SendReq) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_pim_v1_pim_proto_msgTypes[7]
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1238,7 +1648,7 @@ func (x *SendReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendReq.ProtoReflect.Descriptor instead.
 func (*SendReq) Descriptor() ([]byte, []int) {
-	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{7}
+	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SendReq) GetClientMsgId() string {
@@ -1305,7 +1715,7 @@ type SendAck struct {
 
 func (x *SendAck) Reset() {
 	*x = SendAck{}
-	mi := &file_proto_pim_v1_pim_proto_msgTypes[8]
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1317,7 +1727,7 @@ func (x *SendAck) String() string {
 func (*SendAck) ProtoMessage() {}
 
 func (x *SendAck) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_pim_v1_pim_proto_msgTypes[8]
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1330,7 +1740,7 @@ func (x *SendAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendAck.ProtoReflect.Descriptor instead.
 func (*SendAck) Descriptor() ([]byte, []int) {
-	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{8}
+	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SendAck) GetClientMsgId() string {
@@ -1385,7 +1795,7 @@ type Push struct {
 
 func (x *Push) Reset() {
 	*x = Push{}
-	mi := &file_proto_pim_v1_pim_proto_msgTypes[9]
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1397,7 +1807,7 @@ func (x *Push) String() string {
 func (*Push) ProtoMessage() {}
 
 func (x *Push) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_pim_v1_pim_proto_msgTypes[9]
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1410,7 +1820,7 @@ func (x *Push) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Push.ProtoReflect.Descriptor instead.
 func (*Push) Descriptor() ([]byte, []int) {
-	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{9}
+	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Push) GetEvents() []*Event {
@@ -1430,7 +1840,7 @@ type PushAck struct {
 
 func (x *PushAck) Reset() {
 	*x = PushAck{}
-	mi := &file_proto_pim_v1_pim_proto_msgTypes[10]
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1442,7 +1852,7 @@ func (x *PushAck) String() string {
 func (*PushAck) ProtoMessage() {}
 
 func (x *PushAck) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_pim_v1_pim_proto_msgTypes[10]
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1455,7 +1865,7 @@ func (x *PushAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushAck.ProtoReflect.Descriptor instead.
 func (*PushAck) Descriptor() ([]byte, []int) {
-	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{10}
+	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *PushAck) GetUserSeq() uint64 {
@@ -1478,7 +1888,7 @@ type SyncReq struct {
 
 func (x *SyncReq) Reset() {
 	*x = SyncReq{}
-	mi := &file_proto_pim_v1_pim_proto_msgTypes[11]
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1490,7 +1900,7 @@ func (x *SyncReq) String() string {
 func (*SyncReq) ProtoMessage() {}
 
 func (x *SyncReq) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_pim_v1_pim_proto_msgTypes[11]
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1503,7 +1913,7 @@ func (x *SyncReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncReq.ProtoReflect.Descriptor instead.
 func (*SyncReq) Descriptor() ([]byte, []int) {
-	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{11}
+	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SyncReq) GetAfterUserSeq() uint64 {
@@ -1532,7 +1942,7 @@ type SyncResp struct {
 
 func (x *SyncResp) Reset() {
 	*x = SyncResp{}
-	mi := &file_proto_pim_v1_pim_proto_msgTypes[12]
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1544,7 +1954,7 @@ func (x *SyncResp) String() string {
 func (*SyncResp) ProtoMessage() {}
 
 func (x *SyncResp) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_pim_v1_pim_proto_msgTypes[12]
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1557,7 +1967,7 @@ func (x *SyncResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncResp.ProtoReflect.Descriptor instead.
 func (*SyncResp) Descriptor() ([]byte, []int) {
-	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{12}
+	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SyncResp) GetEvents() []*Event {
@@ -1593,7 +2003,7 @@ type HistoryReq struct {
 
 func (x *HistoryReq) Reset() {
 	*x = HistoryReq{}
-	mi := &file_proto_pim_v1_pim_proto_msgTypes[13]
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1605,7 +2015,7 @@ func (x *HistoryReq) String() string {
 func (*HistoryReq) ProtoMessage() {}
 
 func (x *HistoryReq) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_pim_v1_pim_proto_msgTypes[13]
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1618,7 +2028,7 @@ func (x *HistoryReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryReq.ProtoReflect.Descriptor instead.
 func (*HistoryReq) Descriptor() ([]byte, []int) {
-	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{13}
+	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *HistoryReq) GetConv() string {
@@ -1654,7 +2064,7 @@ type HistoryResp struct {
 
 func (x *HistoryResp) Reset() {
 	*x = HistoryResp{}
-	mi := &file_proto_pim_v1_pim_proto_msgTypes[14]
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1666,7 +2076,7 @@ func (x *HistoryResp) String() string {
 func (*HistoryResp) ProtoMessage() {}
 
 func (x *HistoryResp) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_pim_v1_pim_proto_msgTypes[14]
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1679,7 +2089,7 @@ func (x *HistoryResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryResp.ProtoReflect.Descriptor instead.
 func (*HistoryResp) Descriptor() ([]byte, []int) {
-	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{14}
+	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *HistoryResp) GetMessages() []*Message {
@@ -1705,7 +2115,7 @@ type Ping struct {
 
 func (x *Ping) Reset() {
 	*x = Ping{}
-	mi := &file_proto_pim_v1_pim_proto_msgTypes[15]
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1717,7 +2127,7 @@ func (x *Ping) String() string {
 func (*Ping) ProtoMessage() {}
 
 func (x *Ping) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_pim_v1_pim_proto_msgTypes[15]
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1730,7 +2140,7 @@ func (x *Ping) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ping.ProtoReflect.Descriptor instead.
 func (*Ping) Descriptor() ([]byte, []int) {
-	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{15}
+	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Ping) GetClientTime() int64 {
@@ -1751,7 +2161,7 @@ type Pong struct {
 
 func (x *Pong) Reset() {
 	*x = Pong{}
-	mi := &file_proto_pim_v1_pim_proto_msgTypes[16]
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1763,7 +2173,7 @@ func (x *Pong) String() string {
 func (*Pong) ProtoMessage() {}
 
 func (x *Pong) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_pim_v1_pim_proto_msgTypes[16]
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1776,7 +2186,7 @@ func (x *Pong) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pong.ProtoReflect.Descriptor instead.
 func (*Pong) Descriptor() ([]byte, []int) {
-	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{16}
+	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Pong) GetServerTime() int64 {
@@ -1806,7 +2216,7 @@ type GoAway struct {
 
 func (x *GoAway) Reset() {
 	*x = GoAway{}
-	mi := &file_proto_pim_v1_pim_proto_msgTypes[17]
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1818,7 +2228,7 @@ func (x *GoAway) String() string {
 func (*GoAway) ProtoMessage() {}
 
 func (x *GoAway) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_pim_v1_pim_proto_msgTypes[17]
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1831,7 +2241,7 @@ func (x *GoAway) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GoAway.ProtoReflect.Descriptor instead.
 func (*GoAway) Descriptor() ([]byte, []int) {
-	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{17}
+	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GoAway) GetRetryAfterMs() uint32 {
@@ -1874,7 +2284,7 @@ type GroupReq struct {
 
 func (x *GroupReq) Reset() {
 	*x = GroupReq{}
-	mi := &file_proto_pim_v1_pim_proto_msgTypes[18]
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1886,7 +2296,7 @@ func (x *GroupReq) String() string {
 func (*GroupReq) ProtoMessage() {}
 
 func (x *GroupReq) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_pim_v1_pim_proto_msgTypes[18]
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1899,7 +2309,7 @@ func (x *GroupReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupReq.ProtoReflect.Descriptor instead.
 func (*GroupReq) Descriptor() ([]byte, []int) {
-	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{18}
+	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GroupReq) GetOp() GroupOp {
@@ -1950,7 +2360,7 @@ type ReadReq struct {
 
 func (x *ReadReq) Reset() {
 	*x = ReadReq{}
-	mi := &file_proto_pim_v1_pim_proto_msgTypes[19]
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1962,7 +2372,7 @@ func (x *ReadReq) String() string {
 func (*ReadReq) ProtoMessage() {}
 
 func (x *ReadReq) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_pim_v1_pim_proto_msgTypes[19]
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1975,7 +2385,7 @@ func (x *ReadReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadReq.ProtoReflect.Descriptor instead.
 func (*ReadReq) Descriptor() ([]byte, []int) {
-	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{19}
+	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ReadReq) GetConv() string {
@@ -2003,7 +2413,7 @@ type ReadResp struct {
 
 func (x *ReadResp) Reset() {
 	*x = ReadResp{}
-	mi := &file_proto_pim_v1_pim_proto_msgTypes[20]
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2015,7 +2425,7 @@ func (x *ReadResp) String() string {
 func (*ReadResp) ProtoMessage() {}
 
 func (x *ReadResp) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_pim_v1_pim_proto_msgTypes[20]
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2028,7 +2438,7 @@ func (x *ReadResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadResp.ProtoReflect.Descriptor instead.
 func (*ReadResp) Descriptor() ([]byte, []int) {
-	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{20}
+	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ReadResp) GetConv() string {
@@ -2045,6 +2455,617 @@ func (x *ReadResp) GetReadSeq() uint64 {
 	return 0
 }
 
+// HideReq deletes message conv/seq for the session's user only ("delete for
+// me"). Hiding is idempotent: a repeated or late HideReq changes nothing and
+// is answered alike, so it is safe to replay (an offline command).
+type HideReq struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Conv          string                 `protobuf:"bytes,1,opt,name=conv,proto3" json:"conv,omitempty"`
+	Seq           uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HideReq) Reset() {
+	*x = HideReq{}
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HideReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HideReq) ProtoMessage() {}
+
+func (x *HideReq) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HideReq.ProtoReflect.Descriptor instead.
+func (*HideReq) Descriptor() ([]byte, []int) {
+	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *HideReq) GetConv() string {
+	if x != nil {
+		return x.Conv
+	}
+	return ""
+}
+
+func (x *HideReq) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+type HideResp struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Conv          string                 `protobuf:"bytes,1,opt,name=conv,proto3" json:"conv,omitempty"`
+	Seq           uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HideResp) Reset() {
+	*x = HideResp{}
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HideResp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HideResp) ProtoMessage() {}
+
+func (x *HideResp) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HideResp.ProtoReflect.Descriptor instead.
+func (*HideResp) Descriptor() ([]byte, []int) {
+	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *HideResp) GetConv() string {
+	if x != nil {
+		return x.Conv
+	}
+	return ""
+}
+
+func (x *HideResp) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+// Conversation is one entry of a user's conversation list.
+type Conversation struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Conv  string                 `protobuf:"bytes,1,opt,name=conv,proto3" json:"conv,omitempty"`
+	// The seq of the last message of conv delivered to this user.
+	LastSeq     uint64   `protobuf:"varint,2,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"`
+	LastMessage *Message `protobuf:"bytes,3,opt,name=last_message,json=lastMessage,proto3" json:"last_message,omitempty"`
+	// The user's read position.
+	ReadSeq uint64 `protobuf:"varint,4,opt,name=read_seq,json=readSeq,proto3" json:"read_seq,omitempty"`
+	// Messages from others (not membership messages) above read_seq and after
+	// the user's join point: exact.
+	Unread uint64 `protobuf:"varint,5,opt,name=unread,proto3" json:"unread,omitempty"`
+	// The user seq of the entry's last change: ConvListReq.since_version.
+	Version uint64 `protobuf:"varint,6,opt,name=version,proto3" json:"version,omitempty"`
+	// The user seq of the last message: the list's sort key (newest first).
+	Activity uint64 `protobuf:"varint,7,opt,name=activity,proto3" json:"activity,omitempty"`
+	// Where the user's visible range starts (0 for 1:1).
+	JoinSeq uint64 `protobuf:"varint,8,opt,name=join_seq,json=joinSeq,proto3" json:"join_seq,omitempty"`
+	// The user is no longer a member (removed or left).
+	Left bool `protobuf:"varint,9,opt,name=left,proto3" json:"left,omitempty"`
+	// 1:1: the peer's read position (read receipts), unless either user has
+	// turned read receipts off.
+	PeerReadSeq uint64 `protobuf:"varint,10,opt,name=peer_read_seq,json=peerReadSeq,proto3" json:"peer_read_seq,omitempty"`
+	// 1:1: the highest seq of this user's messages delivered to a peer device.
+	PeerDeliveredSeq uint64 `protobuf:"varint,11,opt,name=peer_delivered_seq,json=peerDeliveredSeq,proto3" json:"peer_delivered_seq,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *Conversation) Reset() {
+	*x = Conversation{}
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Conversation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Conversation) ProtoMessage() {}
+
+func (x *Conversation) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Conversation.ProtoReflect.Descriptor instead.
+func (*Conversation) Descriptor() ([]byte, []int) {
+	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *Conversation) GetConv() string {
+	if x != nil {
+		return x.Conv
+	}
+	return ""
+}
+
+func (x *Conversation) GetLastSeq() uint64 {
+	if x != nil {
+		return x.LastSeq
+	}
+	return 0
+}
+
+func (x *Conversation) GetLastMessage() *Message {
+	if x != nil {
+		return x.LastMessage
+	}
+	return nil
+}
+
+func (x *Conversation) GetReadSeq() uint64 {
+	if x != nil {
+		return x.ReadSeq
+	}
+	return 0
+}
+
+func (x *Conversation) GetUnread() uint64 {
+	if x != nil {
+		return x.Unread
+	}
+	return 0
+}
+
+func (x *Conversation) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *Conversation) GetActivity() uint64 {
+	if x != nil {
+		return x.Activity
+	}
+	return 0
+}
+
+func (x *Conversation) GetJoinSeq() uint64 {
+	if x != nil {
+		return x.JoinSeq
+	}
+	return 0
+}
+
+func (x *Conversation) GetLeft() bool {
+	if x != nil {
+		return x.Left
+	}
+	return false
+}
+
+func (x *Conversation) GetPeerReadSeq() uint64 {
+	if x != nil {
+		return x.PeerReadSeq
+	}
+	return 0
+}
+
+func (x *Conversation) GetPeerDeliveredSeq() uint64 {
+	if x != nil {
+		return x.PeerDeliveredSeq
+	}
+	return 0
+}
+
+// ConvListReq reads the session user's conversation list: with
+// since_version > 0, the entries changed after that version, oldest change
+// first (incremental sync: O(changed)); otherwise the list sorted by
+// activity, newest first, from before_activity (0: the top).
+type ConvListReq struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	SinceVersion   uint64                 `protobuf:"varint,1,opt,name=since_version,json=sinceVersion,proto3" json:"since_version,omitempty"`
+	BeforeActivity uint64                 `protobuf:"varint,2,opt,name=before_activity,json=beforeActivity,proto3" json:"before_activity,omitempty"`
+	// At most this many entries (the server caps it; 0: the server default).
+	Limit         uint32 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConvListReq) Reset() {
+	*x = ConvListReq{}
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConvListReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConvListReq) ProtoMessage() {}
+
+func (x *ConvListReq) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConvListReq.ProtoReflect.Descriptor instead.
+func (*ConvListReq) Descriptor() ([]byte, []int) {
+	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *ConvListReq) GetSinceVersion() uint64 {
+	if x != nil {
+		return x.SinceVersion
+	}
+	return 0
+}
+
+func (x *ConvListReq) GetBeforeActivity() uint64 {
+	if x != nil {
+		return x.BeforeActivity
+	}
+	return 0
+}
+
+func (x *ConvListReq) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+type ConvListResp struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Convs   []*Conversation        `protobuf:"bytes,1,rep,name=convs,proto3" json:"convs,omitempty"`
+	HasMore bool                   `protobuf:"varint,2,opt,name=has_more,json=hasMore,proto3" json:"has_more,omitempty"`
+	// The list's version when read: pass it as since_version next time (after
+	// the last page: a has_more page's entries are resumed from their last
+	// version or activity).
+	Version       uint64 `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConvListResp) Reset() {
+	*x = ConvListResp{}
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConvListResp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConvListResp) ProtoMessage() {}
+
+func (x *ConvListResp) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConvListResp.ProtoReflect.Descriptor instead.
+func (*ConvListResp) Descriptor() ([]byte, []int) {
+	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *ConvListResp) GetConvs() []*Conversation {
+	if x != nil {
+		return x.Convs
+	}
+	return nil
+}
+
+func (x *ConvListResp) GetHasMore() bool {
+	if x != nil {
+		return x.HasMore
+	}
+	return false
+}
+
+func (x *ConvListResp) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+// ReceiptsReq asks who read message conv/seq. The message's sender may ask
+// (and any admin over HTTP); a user with read receipts off may not.
+// Cost: O(log n + readers) over an index of read positions, never a scan of
+// the conversation.
+type ReceiptsReq struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Conv  string                 `protobuf:"bytes,1,opt,name=conv,proto3" json:"conv,omitempty"`
+	Seq   uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	// Paging: readers after this user id, at most limit (0: server default).
+	AfterUser     string `protobuf:"bytes,3,opt,name=after_user,json=afterUser,proto3" json:"after_user,omitempty"`
+	Limit         uint32 `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReceiptsReq) Reset() {
+	*x = ReceiptsReq{}
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReceiptsReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReceiptsReq) ProtoMessage() {}
+
+func (x *ReceiptsReq) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReceiptsReq.ProtoReflect.Descriptor instead.
+func (*ReceiptsReq) Descriptor() ([]byte, []int) {
+	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *ReceiptsReq) GetConv() string {
+	if x != nil {
+		return x.Conv
+	}
+	return ""
+}
+
+func (x *ReceiptsReq) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *ReceiptsReq) GetAfterUser() string {
+	if x != nil {
+		return x.AfterUser
+	}
+	return ""
+}
+
+func (x *ReceiptsReq) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+type ReceiptsResp struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Conv      string                 `protobuf:"bytes,1,opt,name=conv,proto3" json:"conv,omitempty"`
+	Seq       uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	ReadCount uint32                 `protobuf:"varint,3,opt,name=read_count,json=readCount,proto3" json:"read_count,omitempty"`
+	// Readers sorted by user id, one page.
+	Readers       []string `protobuf:"bytes,4,rep,name=readers,proto3" json:"readers,omitempty"`
+	HasMore       bool     `protobuf:"varint,5,opt,name=has_more,json=hasMore,proto3" json:"has_more,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReceiptsResp) Reset() {
+	*x = ReceiptsResp{}
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReceiptsResp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReceiptsResp) ProtoMessage() {}
+
+func (x *ReceiptsResp) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReceiptsResp.ProtoReflect.Descriptor instead.
+func (*ReceiptsResp) Descriptor() ([]byte, []int) {
+	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *ReceiptsResp) GetConv() string {
+	if x != nil {
+		return x.Conv
+	}
+	return ""
+}
+
+func (x *ReceiptsResp) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *ReceiptsResp) GetReadCount() uint32 {
+	if x != nil {
+		return x.ReadCount
+	}
+	return 0
+}
+
+func (x *ReceiptsResp) GetReaders() []string {
+	if x != nil {
+		return x.Readers
+	}
+	return nil
+}
+
+func (x *ReceiptsResp) GetHasMore() bool {
+	if x != nil {
+		return x.HasMore
+	}
+	return false
+}
+
+// SettingsReq reads (and, with a field set, changes) the user's settings.
+type SettingsReq struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ReadReceipts  *bool                  `protobuf:"varint,1,opt,name=read_receipts,json=readReceipts,proto3,oneof" json:"read_receipts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SettingsReq) Reset() {
+	*x = SettingsReq{}
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SettingsReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SettingsReq) ProtoMessage() {}
+
+func (x *SettingsReq) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SettingsReq.ProtoReflect.Descriptor instead.
+func (*SettingsReq) Descriptor() ([]byte, []int) {
+	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *SettingsReq) GetReadReceipts() bool {
+	if x != nil && x.ReadReceipts != nil {
+		return *x.ReadReceipts
+	}
+	return false
+}
+
+type SettingsResp struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Whether the user sends and sees read receipts (default true).
+	ReadReceipts  bool `protobuf:"varint,1,opt,name=read_receipts,json=readReceipts,proto3" json:"read_receipts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SettingsResp) Reset() {
+	*x = SettingsResp{}
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SettingsResp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SettingsResp) ProtoMessage() {}
+
+func (x *SettingsResp) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SettingsResp.ProtoReflect.Descriptor instead.
+func (*SettingsResp) Descriptor() ([]byte, []int) {
+	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *SettingsResp) GetReadReceipts() bool {
+	if x != nil {
+		return x.ReadReceipts
+	}
+	return false
+}
+
 type Member struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	User  string                 `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
@@ -2057,7 +3078,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_proto_pim_v1_pim_proto_msgTypes[21]
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2069,7 +3090,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_pim_v1_pim_proto_msgTypes[21]
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2082,7 +3103,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{21}
+	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Member) GetUser() string {
@@ -2118,7 +3139,7 @@ type GroupResp struct {
 
 func (x *GroupResp) Reset() {
 	*x = GroupResp{}
-	mi := &file_proto_pim_v1_pim_proto_msgTypes[22]
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2130,7 +3151,7 @@ func (x *GroupResp) String() string {
 func (*GroupResp) ProtoMessage() {}
 
 func (x *GroupResp) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_pim_v1_pim_proto_msgTypes[22]
+	mi := &file_proto_pim_v1_pim_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2143,7 +3164,7 @@ func (x *GroupResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupResp.ProtoReflect.Descriptor instead.
 func (*GroupResp) Descriptor() ([]byte, []int) {
-	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{22}
+	return file_proto_pim_v1_pim_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *GroupResp) GetGroup() string {
@@ -2171,7 +3192,8 @@ var File_proto_pim_v1_pim_proto protoreflect.FileDescriptor
 
 const file_proto_pim_v1_pim_proto_rawDesc = "" +
 	"\n" +
-	"\x16proto/pim/v1/pim.proto\x12\x06pim.v1\"\xde\x06\n" +
+	"\x16proto/pim/v1/pim.proto\x12\x06pim.v1\"\xa4\n" +
+	"\n" +
 	"\x05Frame\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\x04R\trequestId\x12%\n" +
@@ -2195,7 +3217,15 @@ const file_proto_pim_v1_pim_proto_rawDesc = "" +
 	"\n" +
 	"group_resp\x18\x19 \x01(\v2\x11.pim.v1.GroupRespH\x00R\tgroupResp\x12,\n" +
 	"\bread_req\x18\x1a \x01(\v2\x0f.pim.v1.ReadReqH\x00R\areadReq\x12/\n" +
-	"\tread_resp\x18\x1b \x01(\v2\x10.pim.v1.ReadRespH\x00R\breadRespB\x06\n" +
+	"\tread_resp\x18\x1b \x01(\v2\x10.pim.v1.ReadRespH\x00R\breadResp\x12,\n" +
+	"\bhide_req\x18\x1c \x01(\v2\x0f.pim.v1.HideReqH\x00R\ahideReq\x12/\n" +
+	"\thide_resp\x18\x1d \x01(\v2\x10.pim.v1.HideRespH\x00R\bhideResp\x129\n" +
+	"\rconv_list_req\x18\x1e \x01(\v2\x13.pim.v1.ConvListReqH\x00R\vconvListReq\x12<\n" +
+	"\x0econv_list_resp\x18\x1f \x01(\v2\x14.pim.v1.ConvListRespH\x00R\fconvListResp\x128\n" +
+	"\freceipts_req\x18  \x01(\v2\x13.pim.v1.ReceiptsReqH\x00R\vreceiptsReq\x12;\n" +
+	"\rreceipts_resp\x18! \x01(\v2\x14.pim.v1.ReceiptsRespH\x00R\freceiptsResp\x128\n" +
+	"\fsettings_req\x18\" \x01(\v2\x13.pim.v1.SettingsReqH\x00R\vsettingsReq\x12;\n" +
+	"\rsettings_resp\x18# \x01(\v2\x14.pim.v1.SettingsRespH\x00R\fsettingsRespB\x06\n" +
 	"\x04body\"\xc0\x01\n" +
 	"\x05Hello\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x1b\n" +
@@ -2239,12 +3269,28 @@ const file_proto_pim_v1_pim_proto_rawDesc = "" +
 	"serverTime\x12\x1d\n" +
 	"\n" +
 	"client_seq\x18\v \x01(\x04R\tclientSeq\x12\x18\n" +
-	"\amembers\x18\f \x03(\tR\amembers\"\x7f\n" +
+	"\amembers\x18\f \x03(\tR\amembers\"\xd6\x01\n" +
 	"\x05Event\x12\x19\n" +
 	"\buser_seq\x18\x01 \x01(\x04R\auserSeq\x12+\n" +
 	"\amessage\x18\x02 \x01(\v2\x0f.pim.v1.MessageH\x00R\amessage\x12&\n" +
-	"\x04read\x18\x03 \x01(\v2\x10.pim.v1.ReadSyncH\x00R\x04readB\x06\n" +
-	"\x04kind\"\\\n" +
+	"\x04read\x18\x03 \x01(\v2\x10.pim.v1.ReadSyncH\x00R\x04read\x12(\n" +
+	"\x06hidden\x18\x04 \x01(\v2\x0e.pim.v1.HiddenH\x00R\x06hidden\x12+\n" +
+	"\areceipt\x18\x05 \x01(\v2\x0f.pim.v1.ReceiptH\x00R\areceiptB\x06\n" +
+	"\x04kind\"F\n" +
+	"\x06Hidden\x12\x12\n" +
+	"\x04conv\x18\x01 \x01(\tR\x04conv\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x16\n" +
+	"\x06device\x18\x03 \x01(\tR\x06device\"\x9e\x01\n" +
+	"\aReceipt\x12\x12\n" +
+	"\x04conv\x18\x01 \x01(\tR\x04conv\x12'\n" +
+	"\x04kind\x18\x02 \x01(\x0e2\x13.pim.v1.ReceiptKindR\x04kind\x12\x10\n" +
+	"\x03seq\x18\x03 \x01(\x04R\x03seq\x12\x12\n" +
+	"\x04user\x18\x04 \x01(\tR\x04user\x120\n" +
+	"\bmessages\x18\x05 \x03(\v2\x14.pim.v1.MessageReadsR\bmessages\"?\n" +
+	"\fMessageReads\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x1d\n" +
+	"\n" +
+	"read_count\x18\x02 \x01(\rR\treadCount\"\\\n" +
 	"\bReadSync\x12\x12\n" +
 	"\x04conv\x18\x01 \x01(\tR\x04conv\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x12\n" +
@@ -2311,7 +3357,52 @@ const file_proto_pim_v1_pim_proto_rawDesc = "" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\"9\n" +
 	"\bReadResp\x12\x12\n" +
 	"\x04conv\x18\x01 \x01(\tR\x04conv\x12\x19\n" +
-	"\bread_seq\x18\x02 \x01(\x04R\areadSeq\"K\n" +
+	"\bread_seq\x18\x02 \x01(\x04R\areadSeq\"/\n" +
+	"\aHideReq\x12\x12\n" +
+	"\x04conv\x18\x01 \x01(\tR\x04conv\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\"0\n" +
+	"\bHideResp\x12\x12\n" +
+	"\x04conv\x18\x01 \x01(\tR\x04conv\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\"\xdb\x02\n" +
+	"\fConversation\x12\x12\n" +
+	"\x04conv\x18\x01 \x01(\tR\x04conv\x12\x19\n" +
+	"\blast_seq\x18\x02 \x01(\x04R\alastSeq\x122\n" +
+	"\flast_message\x18\x03 \x01(\v2\x0f.pim.v1.MessageR\vlastMessage\x12\x19\n" +
+	"\bread_seq\x18\x04 \x01(\x04R\areadSeq\x12\x16\n" +
+	"\x06unread\x18\x05 \x01(\x04R\x06unread\x12\x18\n" +
+	"\aversion\x18\x06 \x01(\x04R\aversion\x12\x1a\n" +
+	"\bactivity\x18\a \x01(\x04R\bactivity\x12\x19\n" +
+	"\bjoin_seq\x18\b \x01(\x04R\ajoinSeq\x12\x12\n" +
+	"\x04left\x18\t \x01(\bR\x04left\x12\"\n" +
+	"\rpeer_read_seq\x18\n" +
+	" \x01(\x04R\vpeerReadSeq\x12,\n" +
+	"\x12peer_delivered_seq\x18\v \x01(\x04R\x10peerDeliveredSeq\"q\n" +
+	"\vConvListReq\x12#\n" +
+	"\rsince_version\x18\x01 \x01(\x04R\fsinceVersion\x12'\n" +
+	"\x0fbefore_activity\x18\x02 \x01(\x04R\x0ebeforeActivity\x12\x14\n" +
+	"\x05limit\x18\x03 \x01(\rR\x05limit\"o\n" +
+	"\fConvListResp\x12*\n" +
+	"\x05convs\x18\x01 \x03(\v2\x14.pim.v1.ConversationR\x05convs\x12\x19\n" +
+	"\bhas_more\x18\x02 \x01(\bR\ahasMore\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\x04R\aversion\"h\n" +
+	"\vReceiptsReq\x12\x12\n" +
+	"\x04conv\x18\x01 \x01(\tR\x04conv\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x1d\n" +
+	"\n" +
+	"after_user\x18\x03 \x01(\tR\tafterUser\x12\x14\n" +
+	"\x05limit\x18\x04 \x01(\rR\x05limit\"\x88\x01\n" +
+	"\fReceiptsResp\x12\x12\n" +
+	"\x04conv\x18\x01 \x01(\tR\x04conv\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x1d\n" +
+	"\n" +
+	"read_count\x18\x03 \x01(\rR\treadCount\x12\x18\n" +
+	"\areaders\x18\x04 \x03(\tR\areaders\x12\x19\n" +
+	"\bhas_more\x18\x05 \x01(\bR\ahasMore\"I\n" +
+	"\vSettingsReq\x12(\n" +
+	"\rread_receipts\x18\x01 \x01(\bH\x00R\freadReceipts\x88\x01\x01B\x10\n" +
+	"\x0e_read_receipts\"3\n" +
+	"\fSettingsResp\x12#\n" +
+	"\rread_receipts\x18\x01 \x01(\bR\freadReceipts\"K\n" +
 	"\x06Member\x12\x12\n" +
 	"\x04user\x18\x01 \x01(\tR\x04user\x12\x19\n" +
 	"\bjoin_seq\x18\x02 \x01(\x04R\ajoinSeq\x12\x12\n" +
@@ -2342,7 +3433,11 @@ const file_proto_pim_v1_pim_proto_rawDesc = "" +
 	"\x13MESSAGE_TYPE_BINARY\x10\x02\x12\x1e\n" +
 	"\x1aMESSAGE_TYPE_GROUP_CREATED\x10\x10\x12\x1e\n" +
 	"\x1aMESSAGE_TYPE_MEMBERS_ADDED\x10\x11\x12 \n" +
-	"\x1cMESSAGE_TYPE_MEMBERS_REMOVED\x10\x12*u\n" +
+	"\x1cMESSAGE_TYPE_MEMBERS_REMOVED\x10\x12*^\n" +
+	"\vReceiptKind\x12\x1c\n" +
+	"\x18RECEIPT_KIND_UNSPECIFIED\x10\x00\x12\x1a\n" +
+	"\x16RECEIPT_KIND_DELIVERED\x10\x01\x12\x15\n" +
+	"\x11RECEIPT_KIND_READ\x10\x02*u\n" +
 	"\aGroupOp\x12\x18\n" +
 	"\x14GROUP_OP_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fGROUP_OP_CREATE\x10\x01\x12\x10\n" +
@@ -2362,70 +3457,97 @@ func file_proto_pim_v1_pim_proto_rawDescGZIP() []byte {
 	return file_proto_pim_v1_pim_proto_rawDescData
 }
 
-var file_proto_pim_v1_pim_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_proto_pim_v1_pim_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_proto_pim_v1_pim_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_proto_pim_v1_pim_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_proto_pim_v1_pim_proto_goTypes = []any{
-	(ErrorCode)(0),      // 0: pim.v1.ErrorCode
-	(MessageType)(0),    // 1: pim.v1.MessageType
-	(GroupOp)(0),        // 2: pim.v1.GroupOp
-	(*Frame)(nil),       // 3: pim.v1.Frame
-	(*Hello)(nil),       // 4: pim.v1.Hello
-	(*Welcome)(nil),     // 5: pim.v1.Welcome
-	(*Error)(nil),       // 6: pim.v1.Error
-	(*Message)(nil),     // 7: pim.v1.Message
-	(*Event)(nil),       // 8: pim.v1.Event
-	(*ReadSync)(nil),    // 9: pim.v1.ReadSync
-	(*SendReq)(nil),     // 10: pim.v1.SendReq
-	(*SendAck)(nil),     // 11: pim.v1.SendAck
-	(*Push)(nil),        // 12: pim.v1.Push
-	(*PushAck)(nil),     // 13: pim.v1.PushAck
-	(*SyncReq)(nil),     // 14: pim.v1.SyncReq
-	(*SyncResp)(nil),    // 15: pim.v1.SyncResp
-	(*HistoryReq)(nil),  // 16: pim.v1.HistoryReq
-	(*HistoryResp)(nil), // 17: pim.v1.HistoryResp
-	(*Ping)(nil),        // 18: pim.v1.Ping
-	(*Pong)(nil),        // 19: pim.v1.Pong
-	(*GoAway)(nil),      // 20: pim.v1.GoAway
-	(*GroupReq)(nil),    // 21: pim.v1.GroupReq
-	(*ReadReq)(nil),     // 22: pim.v1.ReadReq
-	(*ReadResp)(nil),    // 23: pim.v1.ReadResp
-	(*Member)(nil),      // 24: pim.v1.Member
-	(*GroupResp)(nil),   // 25: pim.v1.GroupResp
+	(ErrorCode)(0),       // 0: pim.v1.ErrorCode
+	(MessageType)(0),     // 1: pim.v1.MessageType
+	(ReceiptKind)(0),     // 2: pim.v1.ReceiptKind
+	(GroupOp)(0),         // 3: pim.v1.GroupOp
+	(*Frame)(nil),        // 4: pim.v1.Frame
+	(*Hello)(nil),        // 5: pim.v1.Hello
+	(*Welcome)(nil),      // 6: pim.v1.Welcome
+	(*Error)(nil),        // 7: pim.v1.Error
+	(*Message)(nil),      // 8: pim.v1.Message
+	(*Event)(nil),        // 9: pim.v1.Event
+	(*Hidden)(nil),       // 10: pim.v1.Hidden
+	(*Receipt)(nil),      // 11: pim.v1.Receipt
+	(*MessageReads)(nil), // 12: pim.v1.MessageReads
+	(*ReadSync)(nil),     // 13: pim.v1.ReadSync
+	(*SendReq)(nil),      // 14: pim.v1.SendReq
+	(*SendAck)(nil),      // 15: pim.v1.SendAck
+	(*Push)(nil),         // 16: pim.v1.Push
+	(*PushAck)(nil),      // 17: pim.v1.PushAck
+	(*SyncReq)(nil),      // 18: pim.v1.SyncReq
+	(*SyncResp)(nil),     // 19: pim.v1.SyncResp
+	(*HistoryReq)(nil),   // 20: pim.v1.HistoryReq
+	(*HistoryResp)(nil),  // 21: pim.v1.HistoryResp
+	(*Ping)(nil),         // 22: pim.v1.Ping
+	(*Pong)(nil),         // 23: pim.v1.Pong
+	(*GoAway)(nil),       // 24: pim.v1.GoAway
+	(*GroupReq)(nil),     // 25: pim.v1.GroupReq
+	(*ReadReq)(nil),      // 26: pim.v1.ReadReq
+	(*ReadResp)(nil),     // 27: pim.v1.ReadResp
+	(*HideReq)(nil),      // 28: pim.v1.HideReq
+	(*HideResp)(nil),     // 29: pim.v1.HideResp
+	(*Conversation)(nil), // 30: pim.v1.Conversation
+	(*ConvListReq)(nil),  // 31: pim.v1.ConvListReq
+	(*ConvListResp)(nil), // 32: pim.v1.ConvListResp
+	(*ReceiptsReq)(nil),  // 33: pim.v1.ReceiptsReq
+	(*ReceiptsResp)(nil), // 34: pim.v1.ReceiptsResp
+	(*SettingsReq)(nil),  // 35: pim.v1.SettingsReq
+	(*SettingsResp)(nil), // 36: pim.v1.SettingsResp
+	(*Member)(nil),       // 37: pim.v1.Member
+	(*GroupResp)(nil),    // 38: pim.v1.GroupResp
 }
 var file_proto_pim_v1_pim_proto_depIdxs = []int32{
-	4,  // 0: pim.v1.Frame.hello:type_name -> pim.v1.Hello
-	5,  // 1: pim.v1.Frame.welcome:type_name -> pim.v1.Welcome
-	6,  // 2: pim.v1.Frame.error:type_name -> pim.v1.Error
-	10, // 3: pim.v1.Frame.send_req:type_name -> pim.v1.SendReq
-	11, // 4: pim.v1.Frame.send_ack:type_name -> pim.v1.SendAck
-	12, // 5: pim.v1.Frame.push:type_name -> pim.v1.Push
-	13, // 6: pim.v1.Frame.push_ack:type_name -> pim.v1.PushAck
-	14, // 7: pim.v1.Frame.sync_req:type_name -> pim.v1.SyncReq
-	15, // 8: pim.v1.Frame.sync_resp:type_name -> pim.v1.SyncResp
-	16, // 9: pim.v1.Frame.history_req:type_name -> pim.v1.HistoryReq
-	17, // 10: pim.v1.Frame.history_resp:type_name -> pim.v1.HistoryResp
-	18, // 11: pim.v1.Frame.ping:type_name -> pim.v1.Ping
-	19, // 12: pim.v1.Frame.pong:type_name -> pim.v1.Pong
-	20, // 13: pim.v1.Frame.go_away:type_name -> pim.v1.GoAway
-	21, // 14: pim.v1.Frame.group_req:type_name -> pim.v1.GroupReq
-	25, // 15: pim.v1.Frame.group_resp:type_name -> pim.v1.GroupResp
-	22, // 16: pim.v1.Frame.read_req:type_name -> pim.v1.ReadReq
-	23, // 17: pim.v1.Frame.read_resp:type_name -> pim.v1.ReadResp
-	0,  // 18: pim.v1.Error.code:type_name -> pim.v1.ErrorCode
-	1,  // 19: pim.v1.Message.type:type_name -> pim.v1.MessageType
-	7,  // 20: pim.v1.Event.message:type_name -> pim.v1.Message
-	9,  // 21: pim.v1.Event.read:type_name -> pim.v1.ReadSync
-	1,  // 22: pim.v1.SendReq.type:type_name -> pim.v1.MessageType
-	8,  // 23: pim.v1.Push.events:type_name -> pim.v1.Event
-	8,  // 24: pim.v1.SyncResp.events:type_name -> pim.v1.Event
-	7,  // 25: pim.v1.HistoryResp.messages:type_name -> pim.v1.Message
-	2,  // 26: pim.v1.GroupReq.op:type_name -> pim.v1.GroupOp
-	24, // 27: pim.v1.GroupResp.members:type_name -> pim.v1.Member
-	28, // [28:28] is the sub-list for method output_type
-	28, // [28:28] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	5,  // 0: pim.v1.Frame.hello:type_name -> pim.v1.Hello
+	6,  // 1: pim.v1.Frame.welcome:type_name -> pim.v1.Welcome
+	7,  // 2: pim.v1.Frame.error:type_name -> pim.v1.Error
+	14, // 3: pim.v1.Frame.send_req:type_name -> pim.v1.SendReq
+	15, // 4: pim.v1.Frame.send_ack:type_name -> pim.v1.SendAck
+	16, // 5: pim.v1.Frame.push:type_name -> pim.v1.Push
+	17, // 6: pim.v1.Frame.push_ack:type_name -> pim.v1.PushAck
+	18, // 7: pim.v1.Frame.sync_req:type_name -> pim.v1.SyncReq
+	19, // 8: pim.v1.Frame.sync_resp:type_name -> pim.v1.SyncResp
+	20, // 9: pim.v1.Frame.history_req:type_name -> pim.v1.HistoryReq
+	21, // 10: pim.v1.Frame.history_resp:type_name -> pim.v1.HistoryResp
+	22, // 11: pim.v1.Frame.ping:type_name -> pim.v1.Ping
+	23, // 12: pim.v1.Frame.pong:type_name -> pim.v1.Pong
+	24, // 13: pim.v1.Frame.go_away:type_name -> pim.v1.GoAway
+	25, // 14: pim.v1.Frame.group_req:type_name -> pim.v1.GroupReq
+	38, // 15: pim.v1.Frame.group_resp:type_name -> pim.v1.GroupResp
+	26, // 16: pim.v1.Frame.read_req:type_name -> pim.v1.ReadReq
+	27, // 17: pim.v1.Frame.read_resp:type_name -> pim.v1.ReadResp
+	28, // 18: pim.v1.Frame.hide_req:type_name -> pim.v1.HideReq
+	29, // 19: pim.v1.Frame.hide_resp:type_name -> pim.v1.HideResp
+	31, // 20: pim.v1.Frame.conv_list_req:type_name -> pim.v1.ConvListReq
+	32, // 21: pim.v1.Frame.conv_list_resp:type_name -> pim.v1.ConvListResp
+	33, // 22: pim.v1.Frame.receipts_req:type_name -> pim.v1.ReceiptsReq
+	34, // 23: pim.v1.Frame.receipts_resp:type_name -> pim.v1.ReceiptsResp
+	35, // 24: pim.v1.Frame.settings_req:type_name -> pim.v1.SettingsReq
+	36, // 25: pim.v1.Frame.settings_resp:type_name -> pim.v1.SettingsResp
+	0,  // 26: pim.v1.Error.code:type_name -> pim.v1.ErrorCode
+	1,  // 27: pim.v1.Message.type:type_name -> pim.v1.MessageType
+	8,  // 28: pim.v1.Event.message:type_name -> pim.v1.Message
+	13, // 29: pim.v1.Event.read:type_name -> pim.v1.ReadSync
+	10, // 30: pim.v1.Event.hidden:type_name -> pim.v1.Hidden
+	11, // 31: pim.v1.Event.receipt:type_name -> pim.v1.Receipt
+	2,  // 32: pim.v1.Receipt.kind:type_name -> pim.v1.ReceiptKind
+	12, // 33: pim.v1.Receipt.messages:type_name -> pim.v1.MessageReads
+	1,  // 34: pim.v1.SendReq.type:type_name -> pim.v1.MessageType
+	9,  // 35: pim.v1.Push.events:type_name -> pim.v1.Event
+	9,  // 36: pim.v1.SyncResp.events:type_name -> pim.v1.Event
+	8,  // 37: pim.v1.HistoryResp.messages:type_name -> pim.v1.Message
+	3,  // 38: pim.v1.GroupReq.op:type_name -> pim.v1.GroupOp
+	8,  // 39: pim.v1.Conversation.last_message:type_name -> pim.v1.Message
+	30, // 40: pim.v1.ConvListResp.convs:type_name -> pim.v1.Conversation
+	37, // 41: pim.v1.GroupResp.members:type_name -> pim.v1.Member
+	42, // [42:42] is the sub-list for method output_type
+	42, // [42:42] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_proto_pim_v1_pim_proto_init() }
@@ -2452,18 +3574,29 @@ func file_proto_pim_v1_pim_proto_init() {
 		(*Frame_GroupResp)(nil),
 		(*Frame_ReadReq)(nil),
 		(*Frame_ReadResp)(nil),
+		(*Frame_HideReq)(nil),
+		(*Frame_HideResp)(nil),
+		(*Frame_ConvListReq)(nil),
+		(*Frame_ConvListResp)(nil),
+		(*Frame_ReceiptsReq)(nil),
+		(*Frame_ReceiptsResp)(nil),
+		(*Frame_SettingsReq)(nil),
+		(*Frame_SettingsResp)(nil),
 	}
 	file_proto_pim_v1_pim_proto_msgTypes[5].OneofWrappers = []any{
 		(*Event_Message)(nil),
 		(*Event_Read)(nil),
+		(*Event_Hidden)(nil),
+		(*Event_Receipt)(nil),
 	}
+	file_proto_pim_v1_pim_proto_msgTypes[31].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_pim_v1_pim_proto_rawDesc), len(file_proto_pim_v1_pim_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   23,
+			NumEnums:      4,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,381 @@
+// The reference model of the read state. Where the Pebble store maintains
+// conversation entries incrementally, the model derives them from scratch
+// out of the user's timeline on every call: two independent ways to the
+// same answer, which is what the model test compares.
+//
+// Invariants:
+//   - An entry exists for every conversation with a message event in the
+//     user's timeline; its Version is the user seq of the last event that
+//     changed it (a message, a read-sync, a DELIVERED receipt); Hidden
+//     events and group READ receipts change no entry.
+//   - Unread counts the message events of the conversation in the user's
+//     timeline that are content from others with seq > max(ReadSeq,
+//     JoinSeq), JoinSeq being that of the user's last join.
+package storetest
+
+import (
+	"context"
+	"fmt"
+	"slices"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/pim-project/pim/internal/store"
+	pimv1 "github.com/pim-project/pim/proto/pim/v1"
+)
+
+// readModel is the model's read state besides read positions.
+type readModel struct {
+	off           map[string]bool      // user -> read receipts off
+	indexed       map[[2]string]uint64 // (user, conv) -> position counted by Receipts
+	delivered     map[string]uint64    // user -> MarkDelivered mark
+	peerDelivered map[[2]string]uint64 // (user, conv) -> PeerDeliveredSeq
+	hidden        map[[2]string][]uint64
+}
+
+func newReadModel() readModel {
+	return readModel{
+		off:           make(map[string]bool),
+		indexed:       make(map[[2]string]uint64),
+		delivered:     make(map[string]uint64),
+		peerDelivered: make(map[[2]string]uint64),
+		hidden:        make(map[[2]string][]uint64),
+	}
+}
+
+// deliver appends ev (kind only) about conv/seq to user's timeline.
+func (st *memState) deliver(user, conv string, seq uint64, ev *pimv1.Event) store.Delivery {
+	st.timelines[user] = append(st.timelines[user], modelRef{conv: conv, seq: seq, ev: ev})
+	return store.Delivery{User: user, Event: &pimv1.Event{
+		UserSeq: uint64(len(st.timelines[user])), Kind: proto.Clone(ev).(*pimv1.Event).Kind}}
+}
+
+func (st *memState) markRead(user, device, conv string, seq uint64, members []string) (uint64, store.Result, error) {
+	key := [2]string{user, conv}
+	seq = min(seq, uint64(len(st.msgs[conv])))
+	if seq <= st.reads[key] {
+		return st.reads[key], store.Result{}, nil
+	}
+	st.reads[key] = seq
+	off := st.rs.off[user]
+	if !off {
+		st.rs.indexed[key] = seq
+	}
+	recipients := []string{user}
+	if !store.IsGroup(conv) && !off {
+		for _, u := range members {
+			if u != user && !st.rs.off[u] {
+				recipients = append(recipients, u)
+			}
+		}
+	}
+	ev := &pimv1.Event{Kind: &pimv1.Event_Read{Read: &pimv1.ReadSync{Conv: conv, Seq: seq, User: user, Device: device}}}
+	var res store.Result
+	for _, u := range recipients {
+		res.Deliveries = append(res.Deliveries, st.deliver(u, conv, seq, ev))
+	}
+	return seq, res, nil
+}
+
+// entries derives user's conversation entries from their timeline.
+func (st *memState) entries(user string) map[string]*pimv1.Conversation {
+	out := make(map[string]*pimv1.Conversation)
+	entry := func(conv string) *pimv1.Conversation {
+		c, ok := out[conv]
+		if !ok {
+			c = &pimv1.Conversation{Conv: conv}
+			out[conv] = c
+		}
+		return c
+	}
+	for i, r := range st.timelines[user] {
+		us := uint64(i + 1)
+		if r.ev == nil {
+			m := st.msgs[r.conv][r.seq-1]
+			c := entry(r.conv)
+			c.LastSeq, c.Activity, c.Version = m.Seq, us, us
+			mine := slices.Contains(m.Members, user)
+			switch m.Type {
+			case pimv1.MessageType_MESSAGE_TYPE_GROUP_CREATED, pimv1.MessageType_MESSAGE_TYPE_MEMBERS_ADDED:
+				if mine {
+					c.JoinSeq, c.Left = m.Seq, false
+				}
+			case pimv1.MessageType_MESSAGE_TYPE_MEMBERS_REMOVED:
+				if mine {
+					c.Left = true
+				}
+			}
+			continue
+		}
+		switch k := r.ev.Kind.(type) {
+		case *pimv1.Event_Read:
+			c := entry(r.conv)
+			if k.Read.User != user {
+				c.PeerReadSeq = max(c.PeerReadSeq, k.Read.Seq)
+			}
+			c.Version = us
+		case *pimv1.Event_Receipt:
+			if k.Receipt.Kind == pimv1.ReceiptKind_RECEIPT_KIND_DELIVERED {
+				c := entry(r.conv)
+				c.PeerDeliveredSeq = max(c.PeerDeliveredSeq, k.Receipt.Seq)
+				c.Version = us
+			}
+		}
+	}
+	for conv, c := range out {
+		c.ReadSeq = st.reads[[2]string{user, conv}]
+		for _, r := range st.timelines[user] {
+			if r.ev == nil && r.conv == conv && r.seq > max(c.ReadSeq, c.JoinSeq) &&
+				store.CountsAsUnread(st.msgs[conv][r.seq-1], user) {
+				c.Unread++
+			}
+		}
+		c.LastMessage = clone(st.msgs[conv][c.LastSeq-1])
+	}
+	return out
+}
+
+func (m *memStore) Conversations(ctx context.Context, user string, q store.ConvQuery) ([]*pimv1.Conversation, bool, uint64, error) {
+	if !store.ValidID(user) {
+		return nil, false, 0, errModelInvalid
+	}
+	if err := m.lock(ctx); err != nil {
+		return nil, false, 0, err
+	}
+	defer m.st.mu.Unlock()
+	version := uint64(len(m.st.timelines[user]))
+	var sel []*pimv1.Conversation
+	for _, c := range m.st.entries(user) {
+		switch {
+		case q.SinceVersion > 0:
+			if c.Version > q.SinceVersion {
+				sel = append(sel, c)
+			}
+		case q.BeforeActivity == 0 || c.Activity < q.BeforeActivity:
+			sel = append(sel, c)
+		}
+	}
+	slices.SortFunc(sel, func(a, b *pimv1.Conversation) int {
+		if q.SinceVersion > 0 {
+			return cmpU64(a.Version, b.Version)
+		}
+		return cmpU64(b.Activity, a.Activity)
+	})
+	limit := max(q.Limit, 0)
+	more := len(sel) > limit && limit > 0
+	sel = sel[:min(limit, len(sel))]
+	if sel == nil {
+		sel = []*pimv1.Conversation{}
+	}
+	return sel, more, version, nil
+}
+
+func cmpU64(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func (m *memStore) Receipts(ctx context.Context, conv string, seq uint64, afterUser string, limit int) (int, []string, bool, error) {
+	if store.ValidateConv(conv) != nil {
+		return 0, nil, false, errModelInvalid
+	}
+	if err := m.lock(ctx); err != nil {
+		return 0, nil, false, err
+	}
+	defer m.st.mu.Unlock()
+	msgs := m.st.msgs[conv]
+	if seq == 0 || seq > uint64(len(msgs)) {
+		return 0, nil, false, fmt.Errorf("model: receipts: %w", store.ErrNotFound)
+	}
+	sender := msgs[seq-1].Sender
+	var users []string
+	for k, pos := range m.st.rs.indexed {
+		if k[1] == conv && k[0] != sender && pos >= seq {
+			users = append(users, k[0])
+		}
+	}
+	slices.Sort(users)
+	count := len(users)
+	var page []string
+	for _, u := range users {
+		if u > afterUser {
+			page = append(page, u)
+		}
+	}
+	limit = max(limit, 0)
+	more := len(page) > limit
+	if more {
+		page = page[:limit]
+	}
+	if page == nil {
+		page = []string{}
+	}
+	return count, page, more, nil
+}
+
+func (m *memStore) NotifyReads(ctx context.Context, conv string, from, to uint64) (store.Result, error) {
+	if store.ValidateConv(conv) != nil {
+		return store.Result{}, errModelInvalid
+	}
+	if err := m.lock(ctx); err != nil {
+		return store.Result{}, err
+	}
+	defer m.st.mu.Unlock()
+	st := m.st
+	to = min(to, uint64(len(st.msgs[conv])))
+	if to > store.MaxNotifySpan {
+		from = max(from, to-store.MaxNotifySpan)
+	}
+	var res store.Result
+	if to <= from {
+		return res, nil
+	}
+	bySender := make(map[string][]uint64)
+	var senders []string
+	for seq := from + 1; seq <= to; seq++ {
+		msg := st.msgs[conv][seq-1]
+		if msg.Type < pimv1.MessageType_MESSAGE_TYPE_GROUP_CREATED {
+			if _, ok := bySender[msg.Sender]; !ok {
+				senders = append(senders, msg.Sender)
+			}
+			bySender[msg.Sender] = append(bySender[msg.Sender], seq)
+		}
+	}
+	slices.Sort(senders)
+	ms, _ := st.members(conv)
+	for _, s := range senders {
+		member := slices.ContainsFunc(ms, func(mb store.Member) bool { return mb.User == s })
+		if !member || st.rs.off[s] {
+			continue
+		}
+		rc := &pimv1.Receipt{Conv: conv, Kind: pimv1.ReceiptKind_RECEIPT_KIND_READ}
+		for _, seq := range bySender[s] {
+			n := 0
+			for k, pos := range st.rs.indexed {
+				if k[1] == conv && k[0] != s && pos >= seq {
+					n++
+				}
+			}
+			rc.Messages = append(rc.Messages, &pimv1.MessageReads{Seq: seq, ReadCount: uint32(n)})
+		}
+		res.Deliveries = append(res.Deliveries, st.deliver(s, conv, to, &pimv1.Event{Kind: &pimv1.Event_Receipt{Receipt: rc}}))
+	}
+	return res, nil
+}
+
+func (m *memStore) MarkDelivered(ctx context.Context, user string, userSeq uint64) (store.Result, error) {
+	if !store.ValidID(user) {
+		return store.Result{}, errModelInvalid
+	}
+	if err := m.lock(ctx); err != nil {
+		return store.Result{}, err
+	}
+	defer m.st.mu.Unlock()
+	st := m.st
+	from := st.rs.delivered[user]
+	to := min(userSeq, uint64(len(st.timelines[user])))
+	var res store.Result
+	if to <= from {
+		return res, nil
+	}
+	latest := make(map[string]uint64)
+	for _, r := range st.timelines[user][from:to] {
+		if r.ev == nil && !store.IsGroup(r.conv) && st.msgs[r.conv][r.seq-1].Sender != user {
+			latest[r.conv] = max(latest[r.conv], r.seq)
+		}
+	}
+	st.rs.delivered[user] = to
+	var convs []string
+	for c := range latest {
+		convs = append(convs, c)
+	}
+	slices.Sort(convs)
+	for _, conv := range convs {
+		peer := st.msgs[conv][latest[conv]-1].Sender
+		k := [2]string{peer, conv}
+		if latest[conv] <= st.rs.peerDelivered[k] {
+			continue
+		}
+		st.rs.peerDelivered[k] = latest[conv]
+		res.Deliveries = append(res.Deliveries, st.deliver(peer, conv, latest[conv], &pimv1.Event{
+			Kind: &pimv1.Event_Receipt{Receipt: &pimv1.Receipt{Conv: conv,
+				Kind: pimv1.ReceiptKind_RECEIPT_KIND_DELIVERED, Seq: latest[conv], User: user}}}))
+	}
+	return res, nil
+}
+
+func (m *memStore) Hide(ctx context.Context, user, device, conv string, seq uint64) (store.Result, error) {
+	if store.ValidateConv(conv) != nil || !store.ValidID(user) {
+		return store.Result{}, errModelInvalid
+	}
+	if err := m.lock(ctx); err != nil {
+		return store.Result{}, err
+	}
+	defer m.st.mu.Unlock()
+	st := m.st
+	ms, err := st.members(conv)
+	if err != nil {
+		return store.Result{}, fmt.Errorf("model: hide: %w", err)
+	}
+	i := slices.IndexFunc(ms, func(mb store.Member) bool { return mb.User == user })
+	if i < 0 {
+		return store.Result{}, fmt.Errorf("model: hide: %w", store.ErrNotMember)
+	}
+	if seq == 0 || seq > uint64(len(st.msgs[conv])) || seq < ms[i].JoinSeq {
+		return store.Result{}, fmt.Errorf("model: hide: %w", store.ErrNotFound)
+	}
+	k := [2]string{user, conv}
+	if slices.Contains(st.rs.hidden[k], seq) {
+		return store.Result{}, nil
+	}
+	st.rs.hidden[k] = append(st.rs.hidden[k], seq)
+	slices.Sort(st.rs.hidden[k])
+	d := st.deliver(user, conv, seq, &pimv1.Event{Kind: &pimv1.Event_Hidden{
+		Hidden: &pimv1.Hidden{Conv: conv, Seq: seq, Device: device}}})
+	return store.Result{Deliveries: []store.Delivery{d}}, nil
+}
+
+func (m *memStore) HiddenIn(ctx context.Context, user, conv string, from, before uint64) ([]uint64, error) {
+	if store.ValidateConv(conv) != nil || !store.ValidID(user) {
+		return nil, errModelInvalid
+	}
+	if err := m.lock(ctx); err != nil {
+		return nil, err
+	}
+	defer m.st.mu.Unlock()
+	out := []uint64{}
+	for _, s := range m.st.rs.hidden[[2]string{user, conv}] {
+		if s >= from && (before == 0 || s < before) {
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}
+
+func (m *memStore) SetReadReceipts(ctx context.Context, user string, on bool) error {
+	if !store.ValidID(user) {
+		return errModelInvalid
+	}
+	if err := m.lock(ctx); err != nil {
+		return err
+	}
+	defer m.st.mu.Unlock()
+	m.st.rs.off[user] = !on
+	return nil
+}
+
+func (m *memStore) ReadReceipts(ctx context.Context, user string) (bool, error) {
+	if !store.ValidID(user) {
+		return false, errModelInvalid
+	}
+	if err := m.lock(ctx); err != nil {
+		return false, err
+	}
+	defer m.st.mu.Unlock()
+	return !m.st.rs.off[user], nil
+}

@@ -193,6 +193,22 @@ func (l *fakeLogic) Read(_ context.Context, _, _ string, req *pimv1.ReadReq) (*p
 	return &pimv1.ReadResp{Conv: req.Conv, ReadSeq: req.Seq}, nil
 }
 
+func (l *fakeLogic) Hide(_ context.Context, _, _ string, req *pimv1.HideReq) (*pimv1.HideResp, error) {
+	return &pimv1.HideResp{Conv: req.Conv, Seq: req.Seq}, nil
+}
+
+func (l *fakeLogic) Conversations(context.Context, string, *pimv1.ConvListReq) (*pimv1.ConvListResp, error) {
+	return &pimv1.ConvListResp{}, nil
+}
+
+func (l *fakeLogic) Receipts(_ context.Context, _ string, req *pimv1.ReceiptsReq) (*pimv1.ReceiptsResp, error) {
+	return &pimv1.ReceiptsResp{Conv: req.Conv, Seq: req.Seq}, nil
+}
+
+func (l *fakeLogic) Settings(context.Context, string, *pimv1.SettingsReq) (*pimv1.SettingsResp, error) {
+	return &pimv1.SettingsResp{ReadReceipts: true}, nil
+}
+
 // fakeAuth accepts "tok:<user>"; "expired" is expired; anything else is invalid.
 type fakeAuth struct{}
 

@@ -102,6 +102,10 @@ type Logic interface {
 	History(ctx context.Context, user string, req *pimv1.HistoryReq) (*pimv1.HistoryResp, error)
 	Group(ctx context.Context, user, device string, req *pimv1.GroupReq) (*pimv1.GroupResp, error)
 	Read(ctx context.Context, user, device string, req *pimv1.ReadReq) (*pimv1.ReadResp, error)
+	Hide(ctx context.Context, user, device string, req *pimv1.HideReq) (*pimv1.HideResp, error)
+	Conversations(ctx context.Context, user string, req *pimv1.ConvListReq) (*pimv1.ConvListResp, error)
+	Receipts(ctx context.Context, user string, req *pimv1.ReceiptsReq) (*pimv1.ReceiptsResp, error)
+	Settings(ctx context.Context, user string, req *pimv1.SettingsReq) (*pimv1.SettingsResp, error)
 }
 
 // Authenticator verifies a Hello token and returns its user (satisfied by

@@ -288,6 +288,9 @@ func (s *session) onRequest(f *pimv1.Frame) (endHow, bool) {
 	}
 	// Acks received before this request are applied before it is answered.
 	s.flushAck()
+	if how, closed, ok := s.onReadState(id, f); ok {
+		return how, closed
+	}
 	l := s.g.cfg.Logic
 	switch b := f.Body.(type) {
 	case *pimv1.Frame_SendReq:

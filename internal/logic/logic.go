@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -67,13 +68,19 @@ type Service struct {
 	log     *slog.Logger
 	ids     *idGen
 	m       metrics
+
+	// Group read receipts (receipts.go): rc is non-nil while RunReceipts
+	// runs; rwake wakes it.
+	rmu   sync.Mutex
+	rc    *coalescer
+	rwake chan struct{}
 }
 
 // New returns a Service over cfg.Store and cfg.Bus.
 func New(cfg Config) *Service {
 	s := &Service{
 		st: cfg.Store, bus: cfg.Bus, maxBody: cfg.MaxBody, maxGrp: cfg.MaxGroupSize,
-		now: cfg.Now, log: cfg.Logger, ids: newIDGen(),
+		now: cfg.Now, log: cfg.Logger, ids: newIDGen(), rwake: make(chan struct{}, 1),
 	}
 	if s.maxBody <= 0 {
 		s.maxBody = DefaultMaxBody
@@ -206,6 +213,9 @@ func (s *Service) Ack(ctx context.Context, user, device string, userSeq uint64) 
 	if err != nil {
 		return 0, storeErr(err, "ack")
 	}
+	if c > 0 {
+		s.delivered(ctx, user, c)
+	}
 	return c, nil
 }
 
@@ -248,6 +258,9 @@ func (s *Service) History(ctx context.Context, user string, req *pimv1.HistoryRe
 	}
 	limit := clamp(int(req.Limit), DefaultHistoryPage, MaxHistoryPage)
 	msgs, more, err := s.st.History(ctx, req.Conv, max(mem.JoinSeq, 1), req.BeforeSeq, limit)
+	if err == nil {
+		msgs, err = s.withoutHidden(ctx, user, req.Conv, msgs)
+	}
 	if err != nil {
 		return nil, storeErr(err, "read history")
 	}
@@ -310,10 +323,20 @@ func (s *Service) Read(ctx context.Context, user, device string, req *pimv1.Read
 	if err := store.ValidateConv(req.Conv); err != nil {
 		return nil, errcode.New(badRequest, "%v", err)
 	}
+	var old uint64
+	if store.IsGroup(req.Conv) {
+		var err error
+		if old, err = s.st.ReadPosition(ctx, user, req.Conv); err != nil {
+			return nil, storeErr(err, "read position")
+		}
+	}
 	pos, res, err := s.st.MarkRead(ctx, user, device, req.Conv, req.Seq)
 	if err != nil {
 		return nil, storeErr(err, "mark read")
 	}
 	s.publish(res)
+	if store.IsGroup(req.Conv) && len(res.Deliveries) > 0 {
+		s.noteReads(req.Conv, old, pos)
+	}
 	return &pimv1.ReadResp{Conv: req.Conv, ReadSeq: pos}, nil
 }

@@ -82,6 +82,9 @@ type Config struct {
 	// reads running at once (0: the gateway's default).
 	MaxBufferedBytes   int64
 	CatchupConcurrency int
+	// NoConvList stops maintaining conversation lists (benchmarks of what
+	// they cost only: clients then get empty lists).
+	NoConvList bool
 }
 
 // Server is a running PIM node.
@@ -100,6 +103,7 @@ type Server struct {
 	tls         bool
 
 	wg       sync.WaitGroup
+	stopBg   context.CancelFunc // ends the background work (receipts)
 	errMu    sync.Mutex
 	serveErr error
 	shutOnce sync.Once
@@ -139,7 +143,7 @@ func Start(cfg Config) (s *Server, err error) {
 			for _, d := range ds {
 				b.Publish(d.User, d.Event)
 			}
-		}})
+		}, NoConvList: cfg.NoConvList})
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
@@ -156,6 +160,13 @@ func Start(cfg Config) (s *Server, err error) {
 	if err := s.listen(tlsCfg); err != nil {
 		return nil, err
 	}
+	bg, stopBg := context.WithCancel(context.Background())
+	s.stopBg = stopBg
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		svc.RunReceipts(bg)
+	}()
 	s.lbs = s.newBalancer()
 	s.gw = gateway.New(gateway.Config{Logic: svc, Bus: b, Auth: s.keys, TLS: tlsCfg,
 		Heartbeat: cfg.Heartbeat, Logger: s.log, Registerer: reg,
@@ -327,6 +338,7 @@ func (s *Server) Kill() {
 			s.httpSrv.Close()
 		}
 		s.closeListeners()
+		s.stopBg()
 		s.wg.Wait()
 		_ = s.gw.Shutdown(ctx)
 		_ = s.st.Close()
@@ -349,6 +361,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			}
 		}
 		s.closeListeners()
+		s.stopBg()
 		s.wg.Wait()
 		if err := s.st.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("close store: %w", err))

@@ -27,6 +27,7 @@ type unreadModel struct {
 	msgs    map[string][]modelMsg        // conv -> messages, index seq-1
 	members map[string]map[string]uint64 // group -> member -> join seq
 	reads   map[[2]string]uint64
+	joins   map[[2]string]uint64 // (user, group) -> the last join, kept after removal
 }
 
 type modelMsg struct {
@@ -49,7 +50,7 @@ func (m *unreadModel) recipients(conv string) []string {
 
 // unread is the model's count for user in conv.
 func (m *unreadModel) unread(user, conv string) (n uint64) {
-	join := m.members[conv][user]
+	join := m.joins[[2]string{user, conv}]
 	for i, msg := range m.msgs[conv] {
 		seq := uint64(i + 1)
 		if msg.content && msg.sender != user && slices.Contains(msg.to, user) && seq > max(m.reads[[2]string{user, conv}], join) {
@@ -77,7 +78,8 @@ func TestUnreadCountsMatchModel(t *testing.T) {
 		return conns[k]
 	}
 	dev := func(u string) *client.Conn { return conn(u, fmt.Sprintf("d%d", rng.IntN(2))) }
-	m := &unreadModel{msgs: map[string][]modelMsg{}, members: map[string]map[string]uint64{}, reads: map[[2]string]uint64{}}
+	m := &unreadModel{msgs: map[string][]modelMsg{}, members: map[string]map[string]uint64{}, reads: map[[2]string]uint64{},
+		joins: map[[2]string]uint64{{"u0", "g:r"}: 1, {"u1", "g:r"}: 1}}
 	group(t, conn("u0", "d0"), pimv1.GroupOp_GROUP_OP_CREATE, "g:r", "u1")
 	m.members["g:r"] = map[string]uint64{"u0": 1, "u1": 1}
 	m.msgs["g:r"] = []modelMsg{{sender: "u0", to: []string{"u0", "u1"}}}
@@ -110,15 +112,20 @@ func TestUnreadCountsMatchModel(t *testing.T) {
 		case p < 83 && conv == "g:r" && member:
 			op, who := pimv1.GroupOp_GROUP_OP_ADD, users[rng.IntN(len(users))]
 			_, in := m.members[conv][who]
-			if in && who != "u0" && who != u {
+			if in && who != "u0" {
 				op = pimv1.GroupOp_GROUP_OP_REMOVE
 			} else if in {
 				continue
 			}
-			group(t, dev(u), op, conv, who)
-			m.msgs[conv] = append(m.msgs[conv], modelMsg{sender: u, to: append(m.recipients(conv), who)})
+			actor := u
+			if op == pimv1.GroupOp_GROUP_OP_REMOVE {
+				actor = "u0" // only the owner removes others
+			}
+			group(t, dev(actor), op, conv, who)
+			m.msgs[conv] = append(m.msgs[conv], modelMsg{sender: actor, to: append(m.recipients(conv), who)})
 			if op == pimv1.GroupOp_GROUP_OP_ADD {
 				m.members[conv][who] = uint64(len(m.msgs[conv]))
+				m.joins[[2]string{who, conv}] = uint64(len(m.msgs[conv]))
 			} else {
 				delete(m.members[conv], who)
 			}

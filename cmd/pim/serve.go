@@ -192,8 +192,8 @@ func newServeCmd() *cobra.Command {
 	f.Int64Var(&cfg.MaxBufferedBytes, "max-buffered-bytes", gateway.DefaultMaxBufferedBytes, "responses queued for all connections together; a connection that would pass it is disconnected as slow")
 	f.IntVar(&cfg.CatchupConcurrency, "catchup-concurrency", 0, "backlog (timeline) reads of push streams at once (default: 4 x GOMAXPROCS, at least 8)")
 	adm.register(f)
-	f.BoolVar(&cfg.NoConvList, "no-conv-list", false, "do not maintain conversation lists (benchmarks of their cost only)")
-	_ = f.MarkHidden("no-conv-list")
+	f.BoolVar(&cfg.NoReadState, "no-read-state", false, "do not maintain conversation lists and delivered receipts (benchmarks of their cost only)")
+	_ = f.MarkHidden("no-read-state")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	return cmd
 }

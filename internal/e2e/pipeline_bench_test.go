@@ -25,13 +25,24 @@ import (
 //	go test -run '^$' -bench Pipeline -count 6 ./internal/e2e
 func BenchmarkPipeline(b *testing.B) {
 	for _, fsync := range []string{server.FsyncAlways, server.FsyncOff} {
-		b.Run("fsync="+fsync, func(b *testing.B) { benchPipeline(b, 64, fsync) })
+		b.Run("fsync="+fsync, func(b *testing.B) { benchPipeline(b, 64, fsync, false) })
 	}
 }
 
-func benchPipeline(b *testing.B, senders int, fsync string) {
+// BenchmarkPipelineReadState is BenchmarkPipeline (fsync=always) with and
+// without the read state (conversation lists and delivered receipts): the
+// ratio is what maintaining it costs per message.
+//
+//	go test -run '^$' -bench PipelineReadState -count 6 ./internal/e2e
+func BenchmarkPipelineReadState(b *testing.B) {
+	for _, off := range []bool{false, true} {
+		b.Run(fmt.Sprintf("readstate=%v", !off), func(b *testing.B) { benchPipeline(b, 64, server.FsyncAlways, off) })
+	}
+}
+
+func benchPipeline(b *testing.B, senders int, fsync string, noReadState bool) {
 	dir := b.TempDir()
-	srv, err := server.Start(server.Config{DataDir: dir, TCPAddr: "127.0.0.1:0", Fsync: fsync})
+	srv, err := server.Start(server.Config{DataDir: dir, TCPAddr: "127.0.0.1:0", Fsync: fsync, NoReadState: noReadState})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -56,6 +56,9 @@ type Config struct {
 	Logger       *slog.Logger
 	// Registerer receives the service's metrics (nil: not registered).
 	Registerer prometheus.Registerer
+	// NoDeliveredReceipts turns acks into nothing more than cursor moves
+	// (benchmarks of what read state costs only).
+	NoDeliveredReceipts bool
 }
 
 // Service is the IM business logic. It is safe for concurrent use.
@@ -68,6 +71,7 @@ type Service struct {
 	log     *slog.Logger
 	ids     *idGen
 	m       metrics
+	noDlv   bool
 
 	// Group read receipts (receipts.go): rc is non-nil while RunReceipts
 	// runs; rwake wakes it.
@@ -81,6 +85,7 @@ func New(cfg Config) *Service {
 	s := &Service{
 		st: cfg.Store, bus: cfg.Bus, maxBody: cfg.MaxBody, maxGrp: cfg.MaxGroupSize,
 		now: cfg.Now, log: cfg.Logger, ids: newIDGen(), rwake: make(chan struct{}, 1),
+		noDlv: cfg.NoDeliveredReceipts,
 	}
 	if s.maxBody <= 0 {
 		s.maxBody = DefaultMaxBody
@@ -213,7 +218,7 @@ func (s *Service) Ack(ctx context.Context, user, device string, userSeq uint64) 
 	if err != nil {
 		return 0, storeErr(err, "ack")
 	}
-	if c > 0 {
+	if c > 0 && !s.noDlv {
 		s.delivered(ctx, user, c)
 	}
 	return c, nil

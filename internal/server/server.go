@@ -82,9 +82,10 @@ type Config struct {
 	// reads running at once (0: the gateway's default).
 	MaxBufferedBytes   int64
 	CatchupConcurrency int
-	// NoConvList stops maintaining conversation lists (benchmarks of what
-	// they cost only: clients then get empty lists).
-	NoConvList bool
+	// NoReadState stops maintaining conversation lists and delivered
+	// receipts (only for benchmarks of what they cost: clients then get
+	// empty lists and no delivered receipts).
+	NoReadState bool
 }
 
 // Server is a running PIM node.
@@ -94,6 +95,7 @@ type Server struct {
 	st          *pebblestore.Store
 	keys        *auth.Keys
 	gw          *gateway.Gateway
+	svc         *logic.Service
 	lbs         *lbs.Balancer
 	nodeID      string
 	httpSrv     *http.Server
@@ -143,7 +145,7 @@ func Start(cfg Config) (s *Server, err error) {
 			for _, d := range ds {
 				b.Publish(d.User, d.Event)
 			}
-		}, NoConvList: cfg.NoConvList})
+		}, NoConvList: cfg.NoReadState})
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
@@ -156,7 +158,9 @@ func Start(cfg Config) (s *Server, err error) {
 	}()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	svc := logic.New(logic.Config{Store: s.st, MaxGroupSize: cfg.MaxGroupSize, Logger: s.log, Registerer: reg})
+	svc := logic.New(logic.Config{Store: s.st, MaxGroupSize: cfg.MaxGroupSize, Logger: s.log, Registerer: reg,
+		NoDeliveredReceipts: cfg.NoReadState})
+	s.svc = svc
 	if err := s.listen(tlsCfg); err != nil {
 		return nil, err
 	}
@@ -314,6 +318,9 @@ func (s *Server) Fingerprint() string { return s.fingerprint }
 
 // DataDir is the server's data directory.
 func (s *Server) DataDir() string { return s.cfg.DataDir }
+
+// Logic returns the business service (for in-process tools and tests).
+func (s *Server) Logic() *logic.Service { return s.svc }
 
 // Keys returns the token and admin keys.
 func (s *Server) Keys() *auth.Keys { return s.keys }

@@ -38,20 +38,18 @@ type readState struct{ pos, indexed uint64 }
 
 // pendState is the read state a batch has written.
 type pendState struct {
-	conv      map[string]*convState // user\x00conv
-	read      map[string]readState  // r/ key
-	settings  map[string]byte
-	delivered map[string]uint64
-	hidden    map[string]bool // h/ key
+	conv     map[string]*convState // user\x00conv
+	read     map[string]readState  // r/ key
+	settings map[string]byte
+	hidden   map[string]bool // h/ key
 }
 
 func newPendState() pendState {
 	return pendState{
-		conv:      make(map[string]*convState),
-		read:      make(map[string]readState),
-		settings:  make(map[string]byte),
-		delivered: make(map[string]uint64),
-		hidden:    make(map[string]bool),
+		conv:     make(map[string]*convState),
+		read:     make(map[string]readState),
+		settings: make(map[string]byte),
+		hidden:   make(map[string]bool),
 	}
 }
 
@@ -59,7 +57,6 @@ func (p *pendState) clear() {
 	clear(p.conv)
 	clear(p.read)
 	clear(p.settings)
-	clear(p.delivered)
 	clear(p.hidden)
 }
 
@@ -397,31 +394,50 @@ func (w *writer) markDelivered(b *pebble.Batch, a *opArgs) (store.Result, error)
 	return res, nil
 }
 
+// persistDeliveredEvery bounds how far a delivered mark may run ahead of
+// its stored value when acks produce no receipt: a restart (or a dropped
+// cache) rescans at most that many events, and finds nothing new to send.
+const persistDeliveredEvery = 1024
+
+// deliveredMark is a user's MarkDelivered position: mem in the batch's
+// view, disk as stored.
+type deliveredMark struct{ mem, disk uint64 }
+
+func (w *writer) deliveredMarkOf(user string) (deliveredMark, error) {
+	if m, ok := w.dvMark[user]; ok {
+		return m, nil
+	}
+	v, err := get(w.db, deliveredKey(user))
+	if err != nil {
+		return deliveredMark{}, err
+	}
+	d, err := decodeBE8(v, "delivered mark")
+	return deliveredMark{d, d}, err
+}
+
 func (w *writer) markDeliveredOp(b *pebble.Batch, a *opArgs) (store.Result, error) {
-	dk := deliveredKey(a.user)
-	from, ok := w.pend.delivered[a.user]
-	if !ok {
-		v, err := get(w.db, dk)
-		if err != nil {
-			return store.Result{}, err
-		}
-		if from, err = decodeBE8(v, "delivered mark"); err != nil {
-			return store.Result{}, err
-		}
+	mark, err := w.deliveredMarkOf(a.user)
+	if err != nil {
+		return store.Result{}, err
 	}
 	if err := w.loadUserHeads([]string{a.user}); err != nil {
 		return store.Result{}, err
 	}
 	to := min(a.seq, w.userHead[a.user])
-	if to <= from {
+	if to <= mark.mem {
 		return store.Result{}, nil
 	}
-	latest, err := w.peerMessages(a.user, from, to)
+	latest, err := w.peerMessages(a.user, mark.mem, to)
 	if err != nil {
 		return store.Result{}, err
 	}
-	w.pend.delivered[a.user] = to
-	w.set(b, dk, appendBE8(nil, to))
+	mark.mem = to
+	if len(latest) > 0 || mark.mem-mark.disk >= persistDeliveredEvery {
+		// Receipts are written with the mark, so a rescan finds them sent.
+		w.set(b, deliveredKey(a.user), appendBE8(nil, to))
+		mark.disk = to
+	}
+	w.dvMark[a.user] = mark
 	convs := make([]string, 0, len(latest))
 	for c := range latest {
 		convs = append(convs, c)

@@ -147,6 +147,7 @@ type writer struct {
 	convHead map[string]uint64
 	userHead map[string]uint64
 	groups   map[string]*group
+	dvMark   map[string]deliveredMark // MarkDelivered positions (readstate.go)
 
 	// Per batch: the dedup entries, messages and read positions written by
 	// this batch.
@@ -171,6 +172,7 @@ func (w *writer) dropCaches() {
 	w.convHead = make(map[string]uint64)
 	w.userHead = make(map[string]uint64)
 	w.groups = make(map[string]*group)
+	w.dvMark = make(map[string]deliveredMark)
 }
 
 func (w *writer) run() {
@@ -287,6 +289,9 @@ func (w *writer) commit(ops []*op) {
 		}
 		if len(w.userHead) > maxCachedHeads {
 			w.userHead = make(map[string]uint64)
+		}
+		if len(w.dvMark) > maxCachedHeads {
+			w.dvMark = make(map[string]deliveredMark)
 		}
 		if len(w.groups) > maxCachedGroups {
 			w.groups = make(map[string]*group)

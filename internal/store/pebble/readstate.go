@@ -9,8 +9,9 @@
 //   - Activity is the user seq of the entry's last message; Unread counts
 //     the content messages from others with seq > max(ReadSeq, JoinSeq)
 //     delivered to the user (a re-added member starts at 0).
-//   - Like the caches in writer.go, the pend maps hold the batch's view
-//     (committed state plus this batch's ops) and are cleared per batch.
+//   - Like the caches in writer.go, writer.convs (entries) and the pend
+//     maps hold the batch's view (committed state plus this batch's ops);
+//     the pend maps are cleared per batch, the caches when a commit fails.
 //   - Only the writer goroutine touches any of it.
 package pebblestore
 
@@ -54,7 +55,6 @@ func newPendState() pendState {
 }
 
 func (p *pendState) clear() {
-	clear(p.conv)
 	clear(p.read)
 	clear(p.settings)
 	clear(p.hidden)
@@ -63,7 +63,7 @@ func (p *pendState) clear() {
 // convEntry returns user's entry for conv (a new one if none).
 func (w *writer) convEntry(user, conv string) (*convState, error) {
 	k := user + "\x00" + conv
-	if st, ok := w.pend.conv[k]; ok {
+	if st, ok := w.convs[k]; ok {
 		return st, nil
 	}
 	st := &convState{c: &pimv1.Conversation{Conv: conv}}
@@ -77,7 +77,7 @@ func (w *writer) convEntry(user, conv string) (*convState, error) {
 		}
 		st.indexedVer, st.indexedActivty = st.c.Version, st.c.Activity
 	}
-	w.pend.conv[k] = st
+	w.convs[k] = st
 	return st, nil
 }
 

@@ -37,6 +37,9 @@ import (
 const (
 	maxCachedHeads  = 1 << 18
 	maxCachedGroups = 1 << 14
+	// maxCachedEntries bounds the cached conversation entries (about 200
+	// bytes each).
+	maxCachedEntries = 1 << 17
 )
 
 type opKind uint8
@@ -148,6 +151,7 @@ type writer struct {
 	userHead map[string]uint64
 	groups   map[string]*group
 	dvMark   map[string]deliveredMark // MarkDelivered positions (readstate.go)
+	convs    map[string]*convState    // conversation entries by user\x00conv
 
 	// Per batch: the dedup entries, messages and read positions written by
 	// this batch.
@@ -173,6 +177,7 @@ func (w *writer) dropCaches() {
 	w.userHead = make(map[string]uint64)
 	w.groups = make(map[string]*group)
 	w.dvMark = make(map[string]deliveredMark)
+	w.convs = make(map[string]*convState)
 }
 
 func (w *writer) run() {
@@ -289,6 +294,9 @@ func (w *writer) commit(ops []*op) {
 		}
 		if len(w.userHead) > maxCachedHeads {
 			w.userHead = make(map[string]uint64)
+		}
+		if len(w.convs) > maxCachedEntries {
+			w.convs = make(map[string]*convState)
 		}
 		if len(w.dvMark) > maxCachedHeads {
 			w.dvMark = make(map[string]deliveredMark)

@@ -1,6 +1,6 @@
 package main
 
-// Connection flags shared by send, tail and group. Invariants: TLS is on
+// Connection flags shared by every client command. Invariants: TLS is on
 // whenever any TLS flag is given or the URL is wss://; skipping verification
 // is only ever the explicit --insecure-skip-verify; a plaintext connection to
 // a non-loopback host always warns; a bad flag combination is a usage error

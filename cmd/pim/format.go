@@ -60,25 +60,41 @@ type readEvent struct {
 }
 
 // formatEvent writes one timeline event on one line; loc is the time zone of
-// human output.
+// human output. Every kind has a "type": a message's type ("text", ...),
+// "read", "hidden", "receipt", or "unknown" for a kind this CLI does not know.
 func formatEvent(w io.Writer, ev *pimv1.Event, asJSON bool, loc *time.Location) error {
-	if r := ev.GetRead(); r != nil {
-		if asJSON {
-			return writeJSONLine(w, readEvent{UserSeq: ev.UserSeq, Type: "read", Conv: r.Conv, Seq: r.Seq, User: r.User, Device: r.Device})
+	switch k := ev.Kind.(type) {
+	case *pimv1.Event_Message:
+		if k.Message != nil {
+			return formatMessageEvent(w, ev.UserSeq, k.Message, asJSON, loc)
 		}
-		_, err := fmt.Fprintf(w, "%s read up to #%d by %s/%s\n", r.Conv, r.Seq, r.User, r.Device)
-		return err
+	case *pimv1.Event_Read:
+		if r := k.Read; r != nil {
+			if asJSON {
+				return writeJSONLine(w, readEvent{UserSeq: ev.UserSeq, Type: "read", Conv: r.Conv, Seq: r.Seq, User: r.User, Device: r.Device})
+			}
+			_, err := fmt.Fprintf(w, "%s read up to #%d by %s/%s\n", r.Conv, r.Seq, r.User, r.Device)
+			return err
+		}
+	case *pimv1.Event_Hidden:
+		if k.Hidden != nil {
+			return formatHidden(w, ev.UserSeq, k.Hidden, asJSON)
+		}
+	case *pimv1.Event_Receipt:
+		if k.Receipt != nil {
+			return formatReceipt(w, ev.UserSeq, k.Receipt, asJSON)
+		}
 	}
-	m := ev.GetMessage()
 	if asJSON {
-		if m == nil {
-			return writeJSONLine(w, unknownEvent{UserSeq: ev.UserSeq, Type: "unknown"})
-		}
-		return writeJSONLine(w, api.MessageView(m, ev.UserSeq))
+		return writeJSONLine(w, unknownEvent{UserSeq: ev.UserSeq, Type: "unknown"})
 	}
-	if m == nil {
-		_, err := fmt.Fprintf(w, "(event %d of an unknown kind)\n", ev.UserSeq)
-		return err
+	_, err := fmt.Fprintf(w, "(event %d of an unknown kind)\n", ev.UserSeq)
+	return err
+}
+
+func formatMessageEvent(w io.Writer, userSeq uint64, m *pimv1.Message, asJSON bool, loc *time.Location) error {
+	if asJSON {
+		return writeJSONLine(w, api.MessageView(m, userSeq))
 	}
 	ts := time.UnixMilli(m.ServerTime).In(loc).Format(timeLayout)
 	_, err := fmt.Fprintf(w, "%s %s #%d %s/%s: %s\n", ts, m.Conv, m.Seq, m.Sender, m.SenderDevice, describe(m))

@@ -1,5 +1,5 @@
 // Command pim is PIM's one binary: the server (pim serve) and the command-line
-// client (token, send, tail, group).
+// client (token, send, tail, group, read, convs, receipts, hide, settings, chat).
 //
 // Exit status: 0 on success, 1 when the command failed ("pim: <what
 // happened>: <server message> (code NAME)" on stderr), 2 on a usage error
@@ -38,11 +38,13 @@ func newRootCmd() *cobra.Command {
 		Use:   "pim",
 		Short: "PIM instant-messaging server and client",
 		Long: "pim runs the PIM server (pim serve) and talks to it: mint tokens, send messages,\n" +
-			"follow a device's message stream and manage groups.",
+			"follow a device's message stream, manage groups, and read and change the read state\n" +
+			"(conversation list, read marks, receipts, delete-for-me, settings).",
 		SilenceErrors: true,
 		SilenceUsage:  true,
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageErr(err) })
-	root.AddCommand(newServeCmd(), newTokenCmd(), newSendCmd(), newTailCmd(), newGroupCmd(), newReadCmd(), newChatCmd(), newBenchCmd())
+	root.AddCommand(newServeCmd(), newTokenCmd(), newSendCmd(), newTailCmd(), newGroupCmd(), newReadCmd(),
+		newConvsCmd(), newReceiptsCmd(), newHideCmd(), newSettingsCmd(), newChatCmd(), newBenchCmd())
 	return root
 }

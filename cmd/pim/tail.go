@@ -43,10 +43,14 @@ func newTailCmd() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "tail [flags]",
-		Short: "Print this device's messages as they arrive",
+		Short: "Print this device's messages and read-state events as they arrive",
 		Long: "tail connects as --device and prints every event the device has not acknowledged,\n" +
 			"then new ones as they arrive, one per line, acknowledging what it printed. It\n" +
-			"reconnects (and resumes) when the server goes away.",
+			"reconnects (and resumes) when the server goes away.\n\n" +
+			"Events are messages, read marks (yours from any device, and a 1:1 peer's: \"read\"),\n" +
+			"messages you deleted for yourself (\"hidden\") and receipts of your messages\n" +
+			"(\"receipt\": \"delivered\" to a 1:1 peer's device, group \"read\" counts). With --json\n" +
+			"each is one object whose \"type\" is the message type (\"text\", ...) or the event's.",
 		Example: "  pim tail --token $T --device laptop\n  pim tail --token $T --json --exit-when-idle 2s",
 		Args:    cobra.NoArgs,
 		RunE: runE(func(cmd *cobra.Command, _ []string) error {

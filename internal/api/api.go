@@ -70,7 +70,7 @@ func New(cfg Config) http.Handler {
 	s.route("GET /v1/conversations/{conv}/history", asUser, s.history)
 	s.route("POST /v1/conversations/{conv}/read", asUser, s.markRead)
 	s.route("GET /v1/conversations", asUser, s.listConversations)
-	s.route("GET /v1/conversations/{conv}/messages/{seq}/receipts", asUser, s.receipts)
+	s.route("GET /v1/conversations/{conv}/messages/{seq}/receipts", userOrAdmin, s.receipts)
 	s.route("POST /v1/conversations/{conv}/messages/{seq}/hide", asUser, s.hide)
 	s.route("GET /v1/settings", asUser, s.settings)
 	s.route("PATCH /v1/settings", asUser, s.settings)

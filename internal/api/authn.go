@@ -21,6 +21,7 @@ type access int
 const (
 	adminOnly access = iota // the admin key only
 	asUser                  // a user token, or the admin key with ?as=USER
+	userOrAdmin             // a user token (actor: its user), or the admin key (actor: "", ?as optional)
 )
 
 // handlerFunc serves an authenticated request on behalf of actor ("" for
@@ -60,6 +61,9 @@ func (s *server) authorize(r *http.Request, a access) (string, error) {
 			}
 			return "", errcode.New(pimv1.ErrorCode_ERROR_CODE_FORBIDDEN, "this endpoint needs the admin key")
 		}
+		return "", nil
+	}
+	if admin && a == userOrAdmin && as == "" {
 		return "", nil
 	}
 	if admin {

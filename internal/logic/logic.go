@@ -295,7 +295,7 @@ func storeErr(err error, op string) error {
 	case errors.Is(err, store.ErrNotMember):
 		return errcode.Wrap(forbidden, err, "not a member of the conversation")
 	case errors.Is(err, store.ErrNotFound):
-		return errcode.Wrap(pimv1.ErrorCode_ERROR_CODE_NOT_FOUND, err, "no such conversation")
+		return errcode.Wrap(pimv1.ErrorCode_ERROR_CODE_NOT_FOUND, err, "no such conversation or message")
 	case errors.Is(err, store.ErrExists):
 		return errcode.Wrap(badRequest, err, "group already exists")
 	case errors.Is(err, store.ErrGroupTooLarge):

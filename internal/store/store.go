@@ -201,16 +201,18 @@ type Store interface {
 	// ConvQuery) with each entry's LastMessage filled in, whether more
 	// entries match, and the list's version (the user's head user seq).
 	// Entries are kept in the same atomic write as the event that changes
-	// them (a message, a read, a receipt, a membership change), and an
+	// them (a message, a read, a receipt, a membership change, a hide), and an
 	// entry's Version is the user seq of that event, so "changed since V"
 	// is exactly the entries whose Version > V. Unread is exact: messages
 	// (not membership messages) from other users delivered to user with seq
-	// > ReadSeq.
+	// > max(ReadSeq, JoinSeq), less those user hid (Hide changes the entry).
+	// PeerReadSeq reads 0 while either user of a 1:1 conversation has read
+	// receipts off.
 	Conversations(ctx context.Context, user string, q ConvQuery) (convs []*pimv1.Conversation, more bool, version uint64, err error)
 
 	// Receipts returns how many users other than the message's sender have
-	// read conv up to at least seq, and a page of them (sorted, after
-	// afterUser). It costs O(log n + readers) over an index of read
+	// read conv up to at least seq, having joined at or before seq, and a
+	// page of them (sorted, after afterUser). It costs O(log n + readers) over an index of read
 	// positions. A user who had read receipts off when they read is not
 	// counted for that read. ErrNotFound if the message does not exist.
 	Receipts(ctx context.Context, conv string, seq uint64, afterUser string, limit int) (count int, readers []string, more bool, err error)

@@ -220,11 +220,17 @@ func (w *writer) eachMessage(conv string, from, to uint64, fn func(*pimv1.Messag
 	return nil
 }
 
-// unreadAbove counts user's unread messages of conv above pos: O(head - pos).
+// unreadAbove counts user's unread messages of conv above pos (hidden ones
+// excepted): O(head - pos).
 func (w *writer) unreadAbove(user, conv string, pos, join, head uint64) (uint64, error) {
+	from := max(pos, join)
+	hidden, err := w.hiddenIn(user, conv, from, head)
+	if err != nil {
+		return 0, err
+	}
 	var n uint64
-	err := w.eachMessage(conv, max(pos, join), head, func(m *pimv1.Message) {
-		if store.CountsAsUnread(m, user) {
+	err = w.eachMessage(conv, from, head, func(m *pimv1.Message) {
+		if store.CountsAsUnread(m, user) && !hidden[m.Seq] {
 			n++
 		}
 	})
@@ -270,7 +276,11 @@ func (w *writer) markReadOp(b *pebble.Batch, rs *pimv1.ReadSync) (store.Result, 
 		if cur.indexed > 0 {
 			w.del(b, receiptKey(rs.Conv, cur.indexed, rs.User))
 		}
-		w.set(b, receiptKey(rs.Conv, seq, rs.User), nil)
+		var join uint64 // the reader read from here: earlier messages are not theirs to count
+		if store.IsGroup(rs.Conv) {
+			join = w.groups[rs.Conv].members[rs.User].JoinSeq // loaded by recipientsOf
+		}
+		w.set(b, receiptKey(rs.Conv, seq, rs.User), appendBE8(nil, join))
 		next.indexed = seq
 	}
 	rk := readKey(rs.User, rs.Conv)
@@ -381,7 +391,61 @@ func (w *writer) hideOp(b *pebble.Batch, a *opArgs) (store.Result, error) {
 	if err != nil {
 		return store.Result{}, err
 	}
+	if err := w.noteHidden(b, a.user, a.conv, a.seq, d.Event.UserSeq); err != nil {
+		return store.Result{}, err
+	}
 	return store.Result{Deliveries: []store.Delivery{d}}, nil
+}
+
+// noteHidden updates user's entry for hiding conv/seq, announced at user
+// seq us: a hidden message no longer counts as unread.
+func (w *writer) noteHidden(b *pebble.Batch, user, conv string, seq, us uint64) error {
+	if w.s.noConvList {
+		return nil
+	}
+	st, err := w.convEntry(user, conv)
+	if err != nil {
+		return err
+	}
+	c := st.c
+	if seq > max(c.ReadSeq, c.JoinSeq) {
+		err = w.eachMessage(conv, seq-1, seq, func(m *pimv1.Message) {
+			if store.CountsAsUnread(m, user) && c.Unread > 0 {
+				c.Unread--
+			}
+		})
+		if err != nil {
+			return err
+		}
+	}
+	c.Version = us
+	w.saveConv(b, user, st)
+	return nil
+}
+
+// hiddenIn returns the seqs of conv in (from, to] that user hid, in the
+// batch's view.
+func (w *writer) hiddenIn(user, conv string, from, to uint64) (map[uint64]bool, error) {
+	p := hiddenPrefix(user, conv)
+	it, err := w.db.NewIter(&pebble.IterOptions{LowerBound: appendBE8(p, from+1), UpperBound: appendBE8(p, to+1)})
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[uint64]bool)
+	for ok := it.First(); ok; ok = it.Next() {
+		seq, err := seqSuffix(it.Key(), len(p))
+		if err != nil {
+			it.Close()
+			return nil, err
+		}
+		out[seq] = true
+	}
+	for k := range w.pend.hidden { // this batch's, which the iterator cannot see
+		if seq, err := seqSuffix([]byte(k), len(p)); err == nil && k[:len(p)] == string(p) && seq > from && seq <= to {
+			out[seq] = true
+		}
+	}
+	return out, it.Close()
 }
 
 // markDelivered turns a.user's newly acknowledged timeline range into
@@ -573,24 +637,24 @@ func (w *writer) readReceipt(b *pebble.Batch, conv, sender string, seqs []uint64
 	if err := w.loadUserHeads([]string{sender}); err != nil {
 		return store.Delivery{}, false, err
 	}
-	var own uint64 // the sender's own indexed position: not a reader
-	for _, r := range readers {
-		if r.user == sender {
-			own = r.pos
-		}
-	}
 	rc := &pimv1.Receipt{Conv: conv, Kind: pimv1.ReceiptKind_RECEIPT_KIND_READ}
 	for _, s := range seqs {
-		rc.Messages = append(rc.Messages, &pimv1.MessageReads{Seq: s, ReadCount: uint32(countReaders(readers, s, own))})
+		rc.Messages = append(rc.Messages, &pimv1.MessageReads{Seq: s, ReadCount: uint32(countReaders(readers, s, sender))})
 	}
 	d, err := w.appendEvent(b, sender, ref{conv: conv, seq: to}, &pimv1.Event{Kind: &pimv1.Event_Receipt{Receipt: rc}})
 	return d, err == nil, err
 }
 
-// reader is one entry of the receipt index.
+// reader is one entry of the receipt index: user read up to pos, having
+// joined at join.
 type reader struct {
-	pos  uint64
-	user string
+	pos, join uint64
+	user      string
+}
+
+// readerOf reports whether r counts as a reader of seq sent by sender.
+func (r reader) readerOf(seq uint64, sender string) bool {
+	return r.pos >= seq && r.join <= seq && r.user != sender
 }
 
 // receiptReaders returns the entries of conv's receipt index with pos >=
@@ -604,23 +668,25 @@ func receiptReaders(r pebble.Reader, conv string, from uint64) ([]reader, error)
 	var out []reader
 	for ok := it.First(); ok; ok = it.Next() {
 		k := it.Key()
-		if len(k) <= len(p)+8 {
+		join, err := decodeBE8(it.Value(), "receipt entry")
+		if err != nil || len(k) <= len(p)+8 {
 			it.Close()
-			return nil, fmt.Errorf("corrupt receipt key %q", k)
+			return nil, fmt.Errorf("corrupt receipt entry %q: %x", k, it.Value())
 		}
 		pos, _ := seqSuffix(k[:len(p)+8], len(p))
-		out = append(out, reader{pos: pos, user: string(k[len(p)+8:])})
+		out = append(out, reader{pos: pos, join: join, user: string(k[len(p)+8:])})
 	}
 	return out, it.Close()
 }
 
-// countReaders counts the readers (ascending by pos) at or past seq, other
-// than the sender, whose indexed position is own (0: none): O(log R).
-func countReaders(rs []reader, seq, own uint64) int {
-	i := sort.Search(len(rs), func(i int) bool { return rs[i].pos >= seq })
-	n := len(rs) - i
-	if own >= seq {
-		n--
+// countReaders counts the readers (ascending by pos) of seq sent by sender:
+// O(log R + readers past seq).
+func countReaders(rs []reader, seq uint64, sender string) int {
+	n := 0
+	for _, r := range rs[sort.Search(len(rs), func(i int) bool { return rs[i].pos >= seq }):] {
+		if r.readerOf(seq, sender) {
+			n++
+		}
 	}
 	return n
 }

@@ -27,7 +27,7 @@ import (
 // readModel is the model's read state besides read positions.
 type readModel struct {
 	off           map[string]bool      // user -> read receipts off
-	indexed       map[[2]string]uint64 // (user, conv) -> position counted by Receipts
+	indexed       map[[2]string]indexedRead // (user, conv) -> read counted by Receipts
 	delivered     map[string]uint64    // user -> MarkDelivered mark
 	peerDelivered map[[2]string]uint64 // (user, conv) -> PeerDeliveredSeq
 	hidden        map[[2]string][]uint64
@@ -36,11 +36,20 @@ type readModel struct {
 func newReadModel() readModel {
 	return readModel{
 		off:           make(map[string]bool),
-		indexed:       make(map[[2]string]uint64),
+		indexed:       make(map[[2]string]indexedRead),
 		delivered:     make(map[string]uint64),
 		peerDelivered: make(map[[2]string]uint64),
 		hidden:        make(map[[2]string][]uint64),
 	}
+}
+
+// indexedRead is a read as Receipts counts it: up to pos, by a reader who
+// had joined at join.
+type indexedRead struct{ pos, join uint64 }
+
+// readerOf reports whether user's indexed read counts for seq sent by sender.
+func (r indexedRead) readerOf(user string, seq uint64, sender string) bool {
+	return r.pos >= seq && r.join <= seq && user != sender
 }
 
 // deliver appends ev (kind only) about conv/seq to user's timeline.
@@ -59,7 +68,11 @@ func (st *memState) markRead(user, device, conv string, seq uint64, members []st
 	st.reads[key] = seq
 	off := st.rs.off[user]
 	if !off {
-		st.rs.indexed[key] = seq
+		var join uint64
+		if g, ok := st.groups[conv]; ok {
+			join = g[user].JoinSeq
+		}
+		st.rs.indexed[key] = indexedRead{pos: seq, join: join}
 	}
 	recipients := []string{user}
 	if !store.IsGroup(conv) && !off {
@@ -114,6 +127,8 @@ func (st *memState) entries(user string) map[string]*pimv1.Conversation {
 				c.PeerReadSeq = max(c.PeerReadSeq, k.Read.Seq)
 			}
 			c.Version = us
+		case *pimv1.Event_Hidden:
+			entry(r.conv).Version = us
 		case *pimv1.Event_Receipt:
 			if k.Receipt.Kind == pimv1.ReceiptKind_RECEIPT_KIND_DELIVERED {
 				c := entry(r.conv)
@@ -122,15 +137,20 @@ func (st *memState) entries(user string) map[string]*pimv1.Conversation {
 			}
 		}
 	}
+	off := st.rs.off[user]
 	for conv, c := range out {
 		c.ReadSeq = st.reads[[2]string{user, conv}]
+		hidden := st.rs.hidden[[2]string{user, conv}]
 		for _, r := range st.timelines[user] {
 			if r.ev == nil && r.conv == conv && r.seq > max(c.ReadSeq, c.JoinSeq) &&
-				store.CountsAsUnread(st.msgs[conv][r.seq-1], user) {
+				store.CountsAsUnread(st.msgs[conv][r.seq-1], user) && !slices.Contains(hidden, r.seq) {
 				c.Unread++
 			}
 		}
 		c.LastMessage = clone(st.msgs[conv][c.LastSeq-1])
+		if a, b, ok := store.ParseDirect(conv); ok && (off || st.rs.off[a] || st.rs.off[b]) {
+			c.PeerReadSeq = 0 // masked while either has read receipts off
+		}
 	}
 	return out
 }
@@ -194,8 +214,8 @@ func (m *memStore) Receipts(ctx context.Context, conv string, seq uint64, afterU
 	}
 	sender := msgs[seq-1].Sender
 	var users []string
-	for k, pos := range m.st.rs.indexed {
-		if k[1] == conv && k[0] != sender && pos >= seq {
+	for k, r := range m.st.rs.indexed {
+		if k[1] == conv && r.readerOf(k[0], seq, sender) {
 			users = append(users, k[0])
 		}
 	}
@@ -256,8 +276,8 @@ func (m *memStore) NotifyReads(ctx context.Context, conv string, from, to uint64
 		rc := &pimv1.Receipt{Conv: conv, Kind: pimv1.ReceiptKind_RECEIPT_KIND_READ}
 		for _, seq := range bySender[s] {
 			n := 0
-			for k, pos := range st.rs.indexed {
-				if k[1] == conv && k[0] != s && pos >= seq {
+			for k, r := range st.rs.indexed {
+				if k[1] == conv && k[0] != s && r.readerOf(k[0], seq, s) && r.pos > from {
 					n++
 				}
 			}

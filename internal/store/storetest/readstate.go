@@ -164,6 +164,13 @@ func testReceipts(t *testing.T, open Opener) {
 		}
 	}
 
+	// A member who joined after the message does not count as its reader.
+	e.add("g:r", "owner", "late")
+	e.markRead("late", "d", "g:r", 10)
+	if n, _, _, _ := e.s.Receipts(t.Context(), "g:r", msg, "", 10); n != 3 {
+		t.Fatalf("receipts after a later member read: %d, want 3", n)
+	}
+
 	// Turned off: m5's read is not counted; nor does the 1:1 peer learn.
 	if err := e.s.SetReadReceipts(t.Context(), "m5", false); err != nil {
 		t.Fatal(err)
@@ -179,6 +186,14 @@ func testReceipts(t *testing.T, open Opener) {
 	}
 	if on, err := e.s.ReadReceipts(t.Context(), "m5"); on || err != nil {
 		t.Fatalf("m5 receipts on=%v %v", on, err)
+	}
+	// A read made while both had receipts on is masked once one turns them off.
+	e.markRead("owner", "o1", dm, 1)
+	if c := e.conv("m5", dm); c.PeerReadSeq != 0 {
+		t.Fatalf("m5 (receipts off) sees owner's read position %d", c.PeerReadSeq)
+	}
+	if c := e.conv("owner", dm); c.PeerReadSeq != 0 {
+		t.Fatalf("owner sees the read position %d of m5, whose receipts are off", c.PeerReadSeq)
 	}
 
 	// Delivered: bob's device acknowledging alice's message tells alice, once.
@@ -207,6 +222,14 @@ func testHide(t *testing.T, open Opener) {
 	res, err := e.s.Hide(t.Context(), "bob", "b2", dm, 2)
 	if err != nil || len(res.Deliveries) != 1 || res.Deliveries[0].Event.GetHidden().GetSeq() != 2 {
 		t.Fatalf("hide: %v %v", res.Deliveries, err)
+	}
+	// A hidden message is not unread; the entry's change is versioned.
+	if c := e.conv("bob", dm); c.Unread != 2 || c.Version != res.Deliveries[0].Event.UserSeq {
+		t.Fatalf("bob's entry after hiding: unread %d version %d, want 2 and %d", c.Unread, c.Version, res.Deliveries[0].Event.UserSeq)
+	}
+	e.markRead("bob", "b1", dm, 1)
+	if c := e.conv("bob", dm); c.Unread != 1 {
+		t.Fatalf("bob's unread after reading 1 with 2 hidden: %d, want 1", c.Unread)
 	}
 	if res, err = e.s.Hide(t.Context(), "bob", "b1", dm, 2); err != nil || len(res.Deliveries) != 0 {
 		t.Fatalf("hide again: %v %v, want nothing written", res.Deliveries, err)

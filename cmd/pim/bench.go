@@ -221,12 +221,16 @@ func newBenchCmd() *cobra.Command {
 			"  pim bench e2e --spawn --faults kill,cut --duration 60s\n" +
 			"  pim bench conns --spawn --clients 15000 --source-ips 127.0.0.2-127.0.0.60\n" +
 			"  pim bench group --spawn --members 1000 --online 996\n" +
-			"  pim bench sync --spawn --missed 10000",
+			"  pim bench sync --spawn --missed 10000\n" +
+			"  pim bench catchup --spawn --outage 30s --rate 200\n" +
+			"  pim bench wire --spawn [--tls]",
 	}
 	f.register(cmd.PersistentFlags())
 	cmd.AddCommand(newBenchConnsCmd(&f), newBenchE2ECmd(&f), newBenchGroupCmd(&f), newBenchSyncCmd(&f),
 		newBenchConnsWorkerCmd(), newBenchServeCmd())
-	cmd.AddCommand(newBenchStormCmd()) // bench_storm.go
+	cmd.AddCommand(newBenchStormCmd())     // bench_storm.go
+	cmd.AddCommand(newBenchCatchUpCmd(&f)) // bench_catchup.go
+	cmd.AddCommand(newBenchWireCmd(&f))    // bench_wire.go
 	return cmd
 }
 

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pim-project/pim/internal/bench"
 	"github.com/pim-project/pim/internal/server"
 )
 
@@ -37,6 +38,11 @@ func TestBenchUsageErrors(t *testing.T) {
 		{[]string{"bench", "group", "--members", "5", "--senders", "4", "--online", "3"}, "pim bench group", "--members"},
 		{[]string{"bench", "sync", "--missed", "0"}, "pim bench sync", "--missed"},
 		{[]string{"bench", "conns", "--clients", "0"}, "pim bench conns", "--clients"},
+		{[]string{"bench", "catchup", "--outage", "0s"}, "pim bench catchup", "--outage"},
+		{[]string{"bench", "catchup", "--cut", "flood"}, "pim bench catchup", "--cut"},
+		{[]string{"bench", "catchup", "--size", "0"}, "pim bench catchup", "--size"},
+		{[]string{"bench", "wire", "--messages", "0"}, "pim bench wire", "--messages"},
+		{[]string{"bench", "wire", "--gap", "0s"}, "pim bench wire", "--gap"},
 	}
 	for _, tc := range tests {
 		code, out, errOut := runCLI(t, tc.args...)
@@ -91,5 +97,14 @@ func TestBenchE2EJSON(t *testing.T) {
 	}
 	if !strings.Contains(errOut, "pim bench e2e") || !strings.Contains(errOut, "PASS") {
 		t.Errorf("summary not on stderr: %q", errOut)
+	}
+}
+
+// The heartbeat schedule of `pim bench wire` assumes `pim serve`'s default
+// --heartbeat when it states what the default server announces.
+func TestServeHeartbeatDefault(t *testing.T) {
+	fl := newServeCmd().Flags().Lookup("heartbeat")
+	if fl == nil || fl.DefValue != bench.ServeHeartbeat.String() {
+		t.Fatalf("pim serve --heartbeat defaults to %v, bench.ServeHeartbeat is %v", fl, bench.ServeHeartbeat)
 	}
 }

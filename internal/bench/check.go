@@ -59,6 +59,11 @@ func (b *Bitset) CountNotIn(o *Bitset) int {
 // Lost messages are counted at the end (Lost): acknowledged to their sender
 // but never seen here.
 type Checker struct {
+	// AllowGaps accepts a user seq that skips ahead (it must still grow):
+	// for a stream that does not show every event, e.g. an SDK device's
+	// MessageEvents when the SDK does not surface some event kinds.
+	AllowGaps bool
+
 	lastUserSeq uint64
 	conv        map[string]*uint64
 	senders     []senderSeen
@@ -96,10 +101,7 @@ func (c *Checker) Observe(userSeq uint64, conv []byte, seq uint64, bench bool, s
 		}
 		c.Delivered++
 	}
-	bad := false
-	if userSeq != c.lastUserSeq+1 {
-		bad = true
-	}
+	bad := !c.follows(userSeq)
 	c.lastUserSeq = max(c.lastUserSeq, userSeq)
 	if p, ok := c.conv[string(conv)]; ok {
 		if seq != *p+1 {
@@ -121,6 +123,24 @@ func (c *Checker) Observe(userSeq uint64, conv []byte, seq uint64, bench bool, s
 		c.OutOfOrder++
 	}
 	return bench
+}
+
+// ObserveOther judges an event of the stream that is not a message (a read
+// position, ...): only its user seq, which must follow the previous one.
+func (c *Checker) ObserveOther(userSeq uint64) {
+	c.Events++
+	if !c.follows(userSeq) {
+		c.OutOfOrder++
+	}
+	c.lastUserSeq = max(c.lastUserSeq, userSeq)
+}
+
+// follows reports whether userSeq may come after the last one seen.
+func (c *Checker) follows(userSeq uint64) bool {
+	if c.AllowGaps {
+		return userSeq > c.lastUserSeq
+	}
+	return userSeq == c.lastUserSeq+1
 }
 
 // Seen returns the set of message numbers received from sender (nil if none).

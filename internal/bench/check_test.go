@@ -106,3 +106,35 @@ func TestCheckerLost(t *testing.T) {
 		t.Error("Seen")
 	}
 }
+
+// Events that are not messages take their place in the user seq order.
+func TestCheckerOtherEvents(t *testing.T) {
+	c := NewChecker(0)
+	c.Observe(1, []byte("c"), 1, true, 0, 0)
+	c.ObserveOther(2)
+	c.Observe(3, []byte("c"), 2, true, 0, 1)
+	if c.OutOfOrder != 0 || c.Events != 3 || c.Delivered != 2 {
+		t.Fatalf("in order: %+v", c)
+	}
+	c.ObserveOther(5) // a gap
+	c.ObserveOther(5) // a repeat
+	if c.OutOfOrder != 2 {
+		t.Fatalf("gap and repeat: %d out of order, want 2", c.OutOfOrder)
+	}
+}
+
+// AllowGaps: skipping ahead is fine, going back or repeating is not.
+func TestCheckerAllowGaps(t *testing.T) {
+	c := NewChecker(0)
+	c.AllowGaps = true
+	c.Observe(1, []byte("c"), 1, true, 0, 0)
+	c.Observe(3, []byte("c"), 2, true, 0, 1) // user seq 2 was not shown
+	if c.OutOfOrder != 0 {
+		t.Fatalf("a gap counted: %+v", c)
+	}
+	c.Observe(3, []byte("c"), 3, true, 0, 2)
+	c.Observe(6, []byte("c"), 5, true, 0, 3) // conversation seq 4 is missing
+	if c.OutOfOrder != 2 {
+		t.Fatalf("a repeated user seq and a conversation gap: %d out of order, want 2", c.OutOfOrder)
+	}
+}

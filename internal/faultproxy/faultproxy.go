@@ -1,7 +1,9 @@
 // Package faultproxy is a fault-injecting TCP proxy: it forwards
 // connections to a target and can add latency, cut every connection, refuse
-// new ones, and black-hole traffic. The Go SDK's tests (sdk/go) and
-// `pim bench e2e --faults cut` (internal/bench) use it.
+// new ones, and black-hole traffic; it counts the bytes it forwards and can
+// show them to a tap. The Go SDK's tests (sdk/go), `pim bench e2e --faults
+// cut`, `pim bench catchup` (outages) and `pim bench wire` (bytes on the
+// wire) use it (internal/bench).
 //
 // Invariants:
 //   - Bytes are forwarded in order in each direction, never altered, never
@@ -12,14 +14,33 @@
 //     chunks keep their order.
 //   - Every goroutine belongs to the Proxy and ends on Close, which returns
 //     after they have.
+//   - Counts and the tap see every chunk forwarded, once, just before it is
+//     written to its destination: once a peer has read bytes, they are
+//     counted. A chunk read but never written (the connection died in a
+//     black hole) is not counted.
 package faultproxy
 
 import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
+
+// Counts are the bytes forwarded in one direction, and the chunks they
+// came in (one read each: on loopback, about one TCP segment each).
+type Counts struct {
+	Bytes  int64
+	Chunks int64
+}
+
+// Tap sees each chunk forwarded: the connection's number (1, 2, ... in
+// accept order), its direction (up: client to target) and the bytes, which
+// it must not keep or modify. It is called from the proxy's goroutines,
+// concurrently for different connections and directions, in order within
+// one (connection, direction).
+type Tap func(conn int, up bool, b []byte)
 
 // Proxy forwards TCP connections from Addr to a target.
 type Proxy struct {
@@ -34,13 +55,18 @@ type Proxy struct {
 	conns     map[*pair]struct{}
 	closed    bool
 	accepted  int
+	refused   int
 	cuts      int
+	tap       Tap
+
+	upBytes, upChunks, downBytes, downChunks atomic.Int64
 
 	wg sync.WaitGroup
 }
 
 // pair is one proxied connection.
 type pair struct {
+	id     int // accept order, from 1
 	client net.Conn
 	dead   chan struct{} // closed by close
 
@@ -144,11 +170,32 @@ func (p *Proxy) Cut() {
 	}
 }
 
+// Counts reports the bytes and chunks forwarded so far: up (client to
+// target) and down.
+func (p *Proxy) Counts() (up, down Counts) {
+	return Counts{p.upBytes.Load(), p.upChunks.Load()}, Counts{p.downBytes.Load(), p.downChunks.Load()}
+}
+
+// SetTap installs fn (nil: none) for the chunks forwarded from now on.
+func (p *Proxy) SetTap(fn Tap) {
+	p.mu.Lock()
+	p.tap = fn
+	p.mu.Unlock()
+}
+
 // Stats reports how many connections were accepted and how many cuts made.
 func (p *Proxy) Stats() (accepted, cuts int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.accepted, p.cuts
+}
+
+// Refused reports how many connections were closed at once because of
+// SetRefuse.
+func (p *Proxy) Refused() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.refused
 }
 
 // Close stops the proxy, closes every connection and waits for its
@@ -181,12 +228,15 @@ func (p *Proxy) accept() {
 		}
 		p.mu.Lock()
 		if p.closed || p.refuse {
+			if !p.closed {
+				p.refused++
+			}
 			p.mu.Unlock()
 			c.Close()
 			continue
 		}
 		p.accepted++
-		pr := &pair{client: c, dead: make(chan struct{})}
+		pr := &pair{id: p.accepted, client: c, dead: make(chan struct{})}
 		p.conns[pr] = struct{}{}
 		target := p.target
 		p.wg.Add(1)
@@ -212,8 +262,8 @@ func (p *Proxy) serve(pr *pair, target string) {
 	}
 	var wg sync.WaitGroup
 	wg.Add(2)
-	go func() { defer wg.Done(); p.pipe(pr, s, pr.client) }()
-	go func() { defer wg.Done(); p.pipe(pr, pr.client, s) }()
+	go func() { defer wg.Done(); p.pipe(pr, s, pr.client, true) }()
+	go func() { defer wg.Done(); p.pipe(pr, pr.client, s, false) }()
 	wg.Wait()
 }
 
@@ -224,7 +274,8 @@ type chunk struct {
 }
 
 // pipe copies src to dst through a delay line; any end closes both sides.
-func (p *Proxy) pipe(pr *pair, dst, src net.Conn) {
+// up says the direction (client to target).
+func (p *Proxy) pipe(pr *pair, dst, src net.Conn, up bool) {
 	defer pr.close()
 	line := make(chan chunk, 1024)
 	done := make(chan struct{})
@@ -238,6 +289,7 @@ func (p *Proxy) pipe(pr *pair, dst, src net.Conn) {
 				pr.close()
 				continue
 			}
+			p.count(pr, up, ch.b)
 			if _, err := dst.Write(ch.b); err != nil {
 				pr.close()
 			}
@@ -259,6 +311,23 @@ func (p *Proxy) pipe(pr *pair, dst, src net.Conn) {
 		if err != nil {
 			return // EOF or error: the delay line drains, then both sides close
 		}
+	}
+}
+
+// count records a chunk about to be written (see Counts and Tap).
+func (p *Proxy) count(pr *pair, up bool, b []byte) {
+	if up {
+		p.upBytes.Add(int64(len(b)))
+		p.upChunks.Add(1)
+	} else {
+		p.downBytes.Add(int64(len(b)))
+		p.downChunks.Add(1)
+	}
+	p.mu.Lock()
+	tap := p.tap
+	p.mu.Unlock()
+	if tap != nil {
+		tap(pr.id, up, b)
 	}
 }
 

@@ -96,7 +96,46 @@ func TestProxy(t *testing.T) {
 	if _, err := roundTrip(t, c2, "x"); err == nil {
 		t.Fatal("a refused connection echoed")
 	}
-	if acc, cuts := p.Stats(); acc != 1 || cuts != 1 {
-		t.Fatalf("stats: %d accepted, %d cuts", acc, cuts)
+	if acc, cuts := p.Stats(); acc != 1 || cuts != 1 || p.Refused() != 1 {
+		t.Fatalf("stats: %d accepted, %d cuts, %d refused", acc, cuts, p.Refused())
+	}
+}
+
+// TestCounts: every byte is counted once per direction, before the peer
+// can read it, and the tap sees the same bytes in order with the
+// connection's number.
+func TestCounts(t *testing.T) {
+	p, err := New(echo(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	type seen struct {
+		conn int
+		up   bool
+		s    string
+	}
+	tapped := make(chan seen, 16)
+	p.SetTap(func(conn int, up bool, b []byte) { tapped <- seen{conn, up, string(b)} })
+	c, err := net.Dial("tcp", p.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if got, err := roundTrip(t, c, "hello"); got != "hello" || err != nil {
+		t.Fatalf("echo: %q %v", got, err)
+	}
+	up, down := p.Counts()
+	if up.Bytes != 5 || down.Bytes != 5 || up.Chunks != 1 || down.Chunks != 1 {
+		t.Fatalf("counts up %+v down %+v, want 5 bytes in 1 chunk each way", up, down)
+	}
+	if a, b := <-tapped, <-tapped; a != (seen{1, true, "hello"}) || b != (seen{1, false, "hello"}) {
+		t.Fatalf("tap saw %+v then %+v", a, b)
+	}
+	if got, err := roundTrip(t, c, "again"); got != "again" || err != nil {
+		t.Fatalf("echo: %q %v", got, err)
+	}
+	if up, down := p.Counts(); up.Bytes != 10 || down.Bytes != 10 {
+		t.Fatalf("counts up %+v down %+v, want 10 bytes each way", up, down)
 	}
 }

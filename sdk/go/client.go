@@ -77,7 +77,10 @@ type snapshot struct {
 // commands and cursor stored there, and starts connecting in the
 // background: it returns at once (an app works offline), and the
 // connection's progress arrives as ConnStateEvents. ctx bounds only the
-// first LBS look-up, when there is no cached answer.
+// first LBS look-up, when there is no cached answer; if that look-up fails
+// and there is nothing to fall back on (Options.Servers), Connect fails,
+// with an *LBSError when the LBS answered (its RetryAfter says when to try
+// again).
 func Connect(ctx context.Context, opts Options) (*Client, error) {
 	if err := opts.check(); err != nil {
 		return nil, err
@@ -107,6 +110,7 @@ func start(ctx context.Context, opts Options, st *store) (*Client, error) {
 	l := &loop{cl: cl, conns: make(map[core.ConnID]*conn), outgoing: make(map[string]*Outgoing),
 		commands: make(map[uint64]*Command), calls: make(map[uint64]*call), token: opts.Token}
 	servers := opts.Servers
+	var lbsHold time.Duration // the first answer's retry_after
 	if opts.LBSURL != "" {
 		cache, ok, err := st.loadLBS()
 		if err != nil {
@@ -121,13 +125,14 @@ func start(ctx context.Context, opts Options, st *store) (*Client, error) {
 			if err != nil && len(servers) == 0 {
 				return nil, err
 			}
-			if err == nil {
-				if s := cl.lbsServers(a); len(s) > 0 {
-					servers = s
-					l.lbsFetched, l.lbsTTL = time.Now(), a.TTL
-					if err := st.saveLBS(lbsCache{Servers: s, Fetched: l.lbsFetched, TTL: a.TTL.Milliseconds()}); err != nil {
-						return nil, err
-					}
+			if err != nil {
+				l.lbsFailed(time.Now(), err)
+			} else if s := cl.lbsServers(a); len(s) > 0 {
+				servers = s
+				l.lbsFetched, l.lbsTTL = time.Now(), a.TTL
+				lbsHold = a.RetryAfter
+				if err := st.saveLBS(lbsCache{Servers: s, Fetched: l.lbsFetched, TTL: a.TTL.Milliseconds()}); err != nil {
+					return nil, err
 				}
 			}
 		}
@@ -145,6 +150,9 @@ func start(ctx context.Context, opts Options, st *store) (*Client, error) {
 		return nil, fmt.Errorf("pim: %w", err)
 	}
 	l.c = c
+	if lbsHold > 0 {
+		c.RetryAfter(time.Now(), lbsHold) // the first dial waits as the LBS asked
+	}
 	for _, e := range c.Outbox() { // in the states the core resumed them in
 		o := newOutgoing(e.ClientMsgID, e.Conv, e.State, cl.loopDone)
 		if e.State == Failed {

@@ -94,6 +94,8 @@ var (
 	ErrGoAway = core.ErrGoAway
 	// ErrWrongUser: the token belongs to another user than Options.User.
 	ErrWrongUser = core.ErrWrongUser
+	// ErrRetryLater: the LBS asked the client to wait before connecting.
+	ErrRetryLater = core.ErrRetryLater
 )
 
 // DirectConv is the conversation id of the 1:1 conversation of users a and

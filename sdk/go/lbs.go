@@ -7,6 +7,10 @@
 //     is an error, never an empty server list.
 //   - The token goes only in the Authorization header, never in the URL.
 //   - Answers are bounded in size (1 MiB) and time (the caller's context).
+//   - The LBS's retry_after is never dropped: an answer's retry_after_ms is
+//     LBSAnswer.RetryAfter (the driver holds its next dial for it), an error
+//     answer's (or its Retry-After header's) is LBSError.RetryAfter (the
+//     driver does not ask the LBS again before it).
 
 package pim
 
@@ -51,8 +55,51 @@ type LBSAnswer struct {
 	Endpoints []LBSEndpoint
 	// TTL is how long the answer may be used (0: not said).
 	TTL time.Duration
-	// RetryAfter, if set, asks the client to wait before connecting.
+	// RetryAfter, if set, asks the client to wait before connecting (every
+	// gateway is at its hand-out cap or draining); the Client holds its
+	// next dial that long (plus a little jitter).
 	RetryAfter time.Duration
+}
+
+// LBSError is an error answer of the LBS (a status other than 200).
+type LBSError struct {
+	Status  int    // HTTP status code
+	Code    string // the error's code, e.g. "UNAVAILABLE" (may be empty)
+	Message string
+	// RetryAfter is when the LBS may be asked again: the body's
+	// retry_after_ms, else the Retry-After header (seconds); 0: not said.
+	// The Client does not ask the LBS again before it.
+	RetryAfter time.Duration
+}
+
+func (e *LBSError) Error() string {
+	s := fmt.Sprintf("pim: LBS: %d %s: %s %s", e.Status, http.StatusText(e.Status), e.Code, e.Message)
+	if e.RetryAfter > 0 {
+		s += fmt.Sprintf(" (retry after %v)", e.RetryAfter)
+	}
+	return s
+}
+
+// lbsError reads an error answer tolerantly.
+func lbsError(resp *http.Response, body []byte) *LBSError {
+	var e struct {
+		Error struct {
+			Code         string   `json:"code"`
+			Message      string   `json:"message"`
+			RetryAfterMs *float64 `json:"retry_after_ms"`
+		} `json:"error"`
+	}
+	_ = json.Unmarshal(body, &e)
+	le := &LBSError{Status: resp.StatusCode, Code: e.Error.Code, Message: e.Error.Message}
+	switch {
+	case e.Error.RetryAfterMs != nil && *e.Error.RetryAfterMs > 0:
+		le.RetryAfter = time.Duration(*e.Error.RetryAfterMs * float64(time.Millisecond))
+	default:
+		if s, err := strconv.Atoi(strings.TrimSpace(resp.Header.Get("Retry-After"))); err == nil && s > 0 {
+			le.RetryAfter = time.Duration(s) * time.Second
+		}
+	}
+	return le
 }
 
 // Servers lists the endpoints as Options.Servers addresses, best first;
@@ -74,7 +121,8 @@ func (a *LBSAnswer) Servers(preferWS bool) []string {
 
 // ResolveLBS asks the LBS at baseURL (GET {baseURL}/v1/lbs; a URL already
 // ending in /v1/lbs is used as is) which gateways to use. hc nil means
-// http.DefaultClient.
+// http.DefaultClient. An error answer is an *LBSError (with the LBS's
+// retry_after, if it gave one).
 func ResolveLBS(ctx context.Context, hc *http.Client, baseURL, token string) (*LBSAnswer, error) {
 	if hc == nil {
 		hc = http.DefaultClient
@@ -99,11 +147,7 @@ func ResolveLBS(ctx context.Context, hc *http.Client, baseURL, token string) (*L
 		return nil, fmt.Errorf("pim: LBS: read answer: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		var e struct {
-			Error struct{ Code, Message string } `json:"error"`
-		}
-		_ = json.Unmarshal(body, &e)
-		return nil, fmt.Errorf("pim: LBS: %s: %s %s", resp.Status, e.Error.Code, e.Error.Message)
+		return nil, lbsError(resp, body)
 	}
 	a, err := parseLBS(body)
 	if err != nil {
@@ -131,8 +175,8 @@ func parseLBS(body []byte) (*LBSAnswer, error) {
 	case raw.TTL != nil:
 		a.TTL = time.Duration(*raw.TTL * float64(time.Second))
 	}
-	if raw.RetryAfterMs != nil {
-		a.RetryAfter = time.Duration(*raw.RetryAfterMs) * time.Millisecond
+	if raw.RetryAfterMs != nil && *raw.RetryAfterMs > 0 {
+		a.RetryAfter = time.Duration(*raw.RetryAfterMs * float64(time.Millisecond))
 	}
 	for _, m := range raw.Endpoints {
 		if e, ok := lbsEndpoint(m); ok {

@@ -1,10 +1,11 @@
 // The LBS resolver: tolerant parsing, the real handler's format, and the
 // driver's use of it (first resolution, caching, re-resolution after
-// repeated failures).
+// repeated failures, the LBS's retry_after).
 
 package pim
 
 import (
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/pim-project/pim/internal/lbs"
+	"github.com/pim-project/pim/sdk/go/core"
 )
 
 func TestParseLBSTolerant(t *testing.T) {
@@ -132,4 +134,119 @@ func TestConnectThroughLBS(t *testing.T) {
 	}
 	rec.waitMessages(t, 2)
 	rec.check(t, map[string]int{"note": 2})
+}
+
+func TestParseLBSRetryAfter(t *testing.T) {
+	a, err := parseLBS([]byte(`{"endpoints":[{"addr":"h:1"}],"ttl_ms":1000,"retry_after_ms":2500}`))
+	if err != nil || a.RetryAfter != 2500*time.Millisecond {
+		t.Fatalf("retry_after_ms 2500: %+v, %v", a, err)
+	}
+	if a, err := parseLBS([]byte(`{"endpoints":[{"addr":"h:1"}],"retry_after_ms":-5}`)); err != nil || a.RetryAfter != 0 {
+		t.Fatalf("negative retry_after_ms: %+v, %v", a, err)
+	}
+}
+
+// An error answer is an *LBSError with the LBS's retry_after: from the
+// body (the real handler's format), else from the Retry-After header.
+func TestResolveLBSErrorCarriesRetryAfter(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		header string
+		body   string
+		code   string
+		want   time.Duration
+	}{
+		{"body", "1", `{"error":{"code":"UNAVAILABLE","message":"no gateway available, retry","retry_after_ms":1500}}`, "UNAVAILABLE", 1500 * time.Millisecond},
+		{"header", "3", `{"error":{"code":"UNAVAILABLE","message":"later"}}`, "UNAVAILABLE", 3 * time.Second},
+		{"none", "", `not json`, "", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if tc.header != "" {
+					w.Header().Set("Retry-After", tc.header)
+				}
+				w.WriteHeader(http.StatusServiceUnavailable)
+				w.Write([]byte(tc.body))
+			}))
+			defer hs.Close()
+			_, err := ResolveLBS(ctxT(t), nil, hs.URL, "tok")
+			var le *LBSError
+			if !errors.As(err, &le) {
+				t.Fatalf("error %v (%T), want an *LBSError", err, err)
+			}
+			if le.Status != http.StatusServiceUnavailable || le.Code != tc.code || le.RetryAfter != tc.want {
+				t.Fatalf("%+v, want status 503, code %q, retry after %v", le, tc.code, tc.want)
+			}
+		})
+	}
+}
+
+// An LBS answer with retry_after_ms (every gateway at its cap) holds the
+// first dial that long: the client connects no sooner.
+func TestConnectWaitsForLBSRetryAfter(t *testing.T) {
+	srv := startServer(t)
+	const hint = 400 * time.Millisecond
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"endpoints":[{"addr":"` + srv.TCPAddr().String() + `","transport":"tcp"}],"ttl_ms":60000,"retry_after_ms":400}`))
+	}))
+	defer hs.Close()
+	opts := Options{LBSURL: hs.URL, Token: token(t, srv, "alice"), DeviceID: "phone", DataDir: t.TempDir(), Tuning: testTuning()}
+	start := time.Now()
+	cl, err := Connect(ctxT(t), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var first *ConnStateEvent
+	for ev := range cl.Events() {
+		e, ok := ev.(ConnStateEvent)
+		if !ok {
+			continue
+		}
+		if first == nil {
+			first = &e
+		}
+		if e.State == Connected {
+			break
+		}
+	}
+	if took := time.Since(start); took < hint {
+		t.Fatalf("connected %v after Connect, before the LBS's retry_after (%v)", took, hint)
+	}
+	if first.State != Disconnected || !errors.Is(first.Err, core.ErrRetryLater) || first.Retry.Sub(start) < hint {
+		t.Fatalf("first connection event %+v, want Disconnected (retry later) until %v from the start", *first, hint)
+	}
+}
+
+// After an error answer with retry_after, the LBS is not asked again before
+// it, however many dials fail and ask for a re-resolution meanwhile.
+func TestLBSErrorRetryAfterStopsLookups(t *testing.T) {
+	var calls atomic.Int32
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		w.WriteHeader(http.StatusServiceUnavailable)
+		w.Write([]byte(`{"error":{"code":"UNAVAILABLE","message":"busy","retry_after_ms":60000}}`))
+	}))
+	defer hs.Close()
+	tune := testTuning()
+	tune.Backoff = BackoffConfig{Base: time.Millisecond, Cap: 2 * time.Millisecond, HealthyAfter: time.Second, ReResolveAfter: 1}
+	opts := Options{LBSURL: hs.URL, Servers: []string{"127.0.0.1:1"}, User: "alice", Token: "tok", DeviceID: "phone",
+		DataDir: t.TempDir(), Tuning: tune}
+	cl, err := Connect(ctxT(t), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	failed := 0
+	for ev := range cl.Events() {
+		if e, ok := ev.(ConnStateEvent); ok && e.State == Disconnected {
+			if failed++; failed == 20 {
+				break
+			}
+		}
+	}
+	if n := calls.Load(); n != 1 {
+		t.Fatalf("the LBS was asked %d times within its retry_after, want once", n)
+	}
 }

@@ -22,12 +22,17 @@
 //   - The driver's own requests (History, Members) use request ids with the
 //     top bit set, which the core never allocates; their answers never
 //     reach the core (except fatal errors, which end the connection).
+//   - The LBS's hints are honoured: an answer with retry_after holds the
+//     core's next dial (Core.RetryAfter); after an error answer with one,
+//     the LBS is not asked again before it (a ReResolve or an expired answer
+//     meanwhile keeps the known servers; the next dial after the hint asks).
 
 package pim
 
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -68,10 +73,11 @@ type loop struct {
 	calls    map[uint64]*call
 	nextCall uint64
 
-	token      string
-	resolving  bool
-	lbsFetched time.Time
-	lbsTTL     time.Duration
+	token        string
+	resolving    bool
+	lbsFetched   time.Time
+	lbsTTL       time.Duration
+	lbsNotBefore time.Time // the LBS asked not to be asked before (zero: none)
 }
 
 // call is one of the driver's own requests.
@@ -391,7 +397,7 @@ func (l *loop) receive(now time.Time, id core.ConnID, f *pimv1.Frame) {
 // replaces the core's server list and the cached answer.
 func (l *loop) resolve() {
 	cl := l.cl
-	if cl.opts.LBSURL == "" || l.resolving {
+	if cl.opts.LBSURL == "" || l.resolving || time.Now().Before(l.lbsNotBefore) {
 		return
 	}
 	l.resolving = true
@@ -405,6 +411,7 @@ func (l *loop) resolve() {
 		cl.post(input{apply: func(l *loop, now time.Time) {
 			l.resolving = false
 			if err != nil {
+				l.lbsFailed(now, err)
 				cl.opts.Logger.Warn("pim: LBS look-up failed; keeping the known servers", "err", err)
 				return
 			}
@@ -414,11 +421,22 @@ func (l *loop) resolve() {
 			}
 			l.lbsFetched, l.lbsTTL = time.Now(), a.TTL
 			l.c.SetServers(now, servers)
+			if a.RetryAfter > 0 {
+				l.c.RetryAfter(now, a.RetryAfter) // every gateway is full: wait as asked
+			}
 			if err := cl.st.saveLBS(lbsCache{Servers: servers, Fetched: l.lbsFetched, TTL: a.TTL.Milliseconds()}); err != nil {
 				cl.opts.Logger.Warn("pim: caching the LBS answer", "err", err)
 			}
 		}})
 	}()
+}
+
+// lbsFailed remembers an error answer's retry_after: no look-up before it.
+func (l *loop) lbsFailed(now time.Time, err error) {
+	var le *LBSError
+	if errors.As(err, &le) && le.RetryAfter > 0 {
+		l.lbsNotBefore = now.Add(le.RetryAfter)
+	}
 }
 
 // writeHook, if set (by tests, before any Client starts), sees every batch

@@ -67,3 +67,33 @@ func TestFullJitterDistribution(t *testing.T) {
 		}
 	}
 }
+
+// TestHintDelay: the server's hint plus at most a tenth of it (at most 1 s),
+// never less than the hint, spread over that range.
+func TestHintDelay(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	for _, tc := range []struct{ hint, jitter time.Duration }{
+		{0, 0},
+		{-time.Second, 0},
+		{5 * time.Nanosecond, 0},
+		{time.Second, 100 * time.Millisecond},
+		{5 * time.Second, 500 * time.Millisecond},
+		{time.Minute, time.Second},
+	} {
+		lo, hi := time.Duration(1<<62), time.Duration(0)
+		for range 2000 {
+			d := HintDelay(r, tc.hint)
+			lo, hi = min(lo, d), max(hi, d)
+		}
+		want := max(tc.hint, 0)
+		if tc.jitter == 0 {
+			if lo != want || hi != want {
+				t.Errorf("HintDelay(%v) in [%v, %v], want exactly %v", tc.hint, lo, hi, want)
+			}
+			continue
+		}
+		if lo < want || hi >= want+tc.jitter || lo > want+tc.jitter/50 || hi < want+tc.jitter*49/50 {
+			t.Errorf("HintDelay(%v) in [%v, %v], want spread over [%v, %v)", tc.hint, lo, hi, want, want+tc.jitter)
+		}
+	}
+}

@@ -59,14 +59,120 @@ func TestRetryAfterAndServerRotation(t *testing.T) {
 	if len(h.closed) != 1 {
 		t.Fatal("refused connection not closed")
 	}
+	ss := connStates(h.takeEvents())
+	if wait := ss[len(ss)-1].Retry.Sub(h.now); wait < 5*time.Second || wait >= hintMax(5*time.Second) {
+		t.Fatalf("retry in %v, want [5s, %v)", wait, hintMax(5*time.Second))
+	}
 	dials := len(h.dials)
 	h.wait(4999 * time.Millisecond)
 	if len(h.dials) != dials {
 		t.Fatal("dialed before retry_after")
 	}
-	h.wait(time.Millisecond)
+	h.wait(hintMax(5*time.Second) - 4999*time.Millisecond)
 	if len(h.dials) != dials+1 || h.lastDial().Addr != "s1" {
 		t.Fatalf("dials %v, want s1 after 5s", h.dials)
+	}
+}
+
+// hintMax bounds the wait after a hint: HintDelay adds at most a tenth of
+// it (at most 1 s).
+func hintMax(hint time.Duration) time.Duration {
+	return hint + min(hint/core.HintJitterDiv, core.HintJitterMax)
+}
+
+// lastRetry is how long the last Disconnected event says to wait.
+func (h *harness) lastRetry() time.Duration {
+	h.t.Helper()
+	ss := connStates(h.takeEvents())
+	if len(ss) == 0 || ss[len(ss)-1].State != core.Disconnected {
+		h.t.Fatalf("no Disconnected event: %v", ss)
+	}
+	return ss[len(ss)-1].Retry.Sub(h.now)
+}
+
+// TestHintedRefusalsDoNotRaiseBackoff: a server refusing with retry_after
+// (admission control during a restart storm) is waited for as it asked,
+// plus a little jitter, however often it refuses; and the refusals leave
+// the backoff exponent alone, so the next real failure backs off from
+// Base. (The bug: each hinted refusal doubled the full-jitter ceiling and
+// the client waited max(jitter, hint): 8-16 s after three refusals
+// whatever the server said.)
+func TestHintedRefusalsDoNotRaiseBackoff(t *testing.T) {
+	cfg := testConfig()
+	cfg.Backoff = core.BackoffConfig{Base: time.Second, Cap: 2 * time.Minute, HealthyAfter: 30 * time.Second, ReResolveAfter: 100}
+	h := newHarness(t, cfg, core.State{})
+	hints := []uint32{5000, 5000, 4000, 7000, 5000, 6000, 5000, 5000, 3000, 5000}
+	for i, ms := range hints {
+		hint := time.Duration(ms) * time.Millisecond
+		f, _ := h.up()
+		h.receive(errFrame(f.RequestId, pimv1.ErrorCode_ERROR_CODE_RATE_LIMITED, ms, true))
+		if wait := h.lastRetry(); wait < hint || wait >= hintMax(hint) {
+			t.Fatalf("refusal %d with retry_after %v: retry in %v, want [%v, %v)", i+1, hint, wait, hint, hintMax(hint))
+		}
+		dials := len(h.dials)
+		h.wait(hintMax(hint))
+		if len(h.dials) != dials+1 {
+			t.Fatalf("refusal %d: no dial within %v", i+1, hintMax(hint))
+		}
+	}
+	// Refused on a live connection (a fatal UNAVAILABLE with a hint): the same.
+	h.connect(&pimv1.Welcome{})
+	h.receive(errFrame(0, pimv1.ErrorCode_ERROR_CODE_UNAVAILABLE, 2000, true))
+	if wait := h.lastRetry(); wait < 2*time.Second || wait >= hintMax(2*time.Second) {
+		t.Fatalf("refused while connected: retry in %v", wait)
+	}
+	h.wait(hintMax(2 * time.Second))
+	// Now the path fails for real, repeatedly: the backoff starts from Base,
+	// as if none of the refusals had happened.
+	for i := range 6 {
+		h.up()
+		h.down()
+		ceil := min(cfg.Backoff.Base<<i, cfg.Backoff.Cap)
+		if wait := h.lastRetry(); wait < 0 || wait >= ceil {
+			t.Fatalf("failure %d after %d hinted refusals: retry in %v, want [0, %v)", i+1, len(hints)+1, wait, ceil)
+		}
+		h.wait(h.c.Deadline().Sub(h.now))
+	}
+}
+
+// TestRetryAfterPostponesTheDial: the LBS's retry_after (Core.RetryAfter)
+// holds a waiting dial for the hint, leaves the exponent alone, and does
+// nothing to a live connection.
+func TestRetryAfterPostponesTheDial(t *testing.T) {
+	cfg := testConfig()
+	cfg.Backoff.ReResolveAfter = 100
+	h := newHarness(t, cfg, core.State{})
+	h.up()
+	h.down() // one failure: the next ceiling is 2 x Base
+	h.takeEvents()
+	dials := len(h.dials)
+	h.c.RetryAfter(h.now, 3*time.Second)
+	h.flush()
+	if wait := h.lastRetry(); wait < 3*time.Second || wait >= hintMax(3*time.Second) {
+		t.Fatalf("retry in %v after RetryAfter(3s)", wait)
+	}
+	h.wait(2999 * time.Millisecond)
+	if len(h.dials) != dials {
+		t.Fatal("dialed before the LBS's retry_after")
+	}
+	h.wait(hintMax(3*time.Second) - 2999*time.Millisecond)
+	if len(h.dials) != dials+1 {
+		t.Fatal("no dial after the LBS's retry_after")
+	}
+	h.up()
+	h.down()
+	if wait := h.lastRetry(); wait >= 2*cfg.Backoff.Base {
+		t.Fatalf("second failure: retry in %v, want < %v (RetryAfter must not count as a failure)", wait, 2*cfg.Backoff.Base)
+	}
+	// A shorter hint never brings a dial forward.
+	h.wait(h.c.Deadline().Sub(h.now))
+	h.connect(&pimv1.Welcome{})
+	h.takeEvents()
+	closed := len(h.closed)
+	h.c.RetryAfter(h.now, time.Minute)
+	h.flush()
+	if len(h.closed) != closed || h.c.ConnState() != core.Connected || len(connStates(h.takeEvents())) != 0 {
+		t.Fatal("RetryAfter touched a live connection")
 	}
 }
 
@@ -144,10 +250,10 @@ func TestGoAway(t *testing.T) {
 		t.Fatal("not closed on GoAway")
 	}
 	ss := connStates(h.takeEvents())
-	if last := ss[len(ss)-1]; !errors.Is(last.Err, core.ErrGoAway) || last.Retry.Sub(h.now) != 3*time.Second {
+	if last := ss[len(ss)-1]; !errors.Is(last.Err, core.ErrGoAway) || last.Retry.Sub(h.now) < 3*time.Second || last.Retry.Sub(h.now) >= hintMax(3*time.Second) {
 		t.Fatalf("events %v", ss)
 	}
-	h.wait(3 * time.Second)
+	h.wait(hintMax(3 * time.Second))
 	if h.lastDial().Addr != "other" {
 		t.Fatalf("dialed %q, want the GoAway's server", h.lastDial().Addr)
 	}

@@ -17,8 +17,8 @@
 // core asked for (Ready.Dial; each has a ConnID, so late input from an old
 // connection is ignored). Tick reports that time passed (call it at
 // Deadline). Send, SendTo, RetryFailed, Discard and Command are the app's
-// requests; NetworkChanged, SetForeground, SetToken and SetServers report
-// the environment.
+// requests; NetworkChanged, SetForeground, SetToken, SetServers and
+// RetryAfter report the environment.
 //
 // # The driver loop
 //
@@ -81,8 +81,10 @@
 // they were issued. See commands.go.
 //
 // Connection: full-jitter exponential backoff, reset after a connection
-// stays healthy; Error.retry_after and GoAway are honoured; repeated
-// failures ask for LBS re-resolution; dead connections are detected by a
+// stays healthy; a refusal with Error.retry_after, a GoAway, and the LBS's
+// retry_after (RetryAfter) wait for the hint plus a little jitter
+// (HintDelay) without raising the backoff exponent; repeated failures ask
+// for LBS re-resolution; dead connections are detected by a
 // missed Pong or repeated request timeouts; fatal errors stop the core until
 // SetToken. See conn.go.
 //

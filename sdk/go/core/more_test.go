@@ -64,7 +64,7 @@ func TestGoAwayDuringHandshake(t *testing.T) {
 	h := newHarness(t, testConfig(), core.State{})
 	h.up()
 	h.receive(&pimv1.Frame{Body: &pimv1.Frame_GoAway{GoAway: &pimv1.GoAway{RetryAfterMs: 1000}}})
-	h.wait(time.Second)
+	h.wait(hintMax(time.Second))
 	if d := h.lastDial(); d.Addr != "s1" || len(h.dials) != 2 {
 		t.Fatalf("dials %v, want s1 after 1s", h.dials)
 	}

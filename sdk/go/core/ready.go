@@ -238,4 +238,7 @@ var (
 	ErrWrongUser = fmt.Errorf("core: the token belongs to another user")
 	// ErrNetworkChanged: the network changed and the probe failed.
 	ErrNetworkChanged = fmt.Errorf("core: network changed")
+	// ErrRetryLater: the location service asked the client to wait before
+	// connecting (RetryAfter).
+	ErrRetryLater = fmt.Errorf("core: asked to retry later")
 )

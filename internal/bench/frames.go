@@ -178,6 +178,9 @@ func ScanFrame(b []byte) (reqID uint64, kind protowire.Number, body []byte, err 
 // alias the frame being scanned.
 type PushEvent struct {
 	UserSeq uint64
+	// Message is set when the event is a message (the fields below are
+	// its); other events (read-syncs, receipts, ...) carry only UserSeq.
+	Message bool
 	Conv    []byte
 	Seq     uint64
 	Sender  []byte
@@ -235,6 +238,7 @@ func scanEvent(b []byte, ev *PushEvent) error {
 				return errShort
 			}
 			b = b[n:]
+			ev.Message = true
 			if err := scanMessage(m, ev); err != nil {
 				return err
 			}

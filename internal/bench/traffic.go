@@ -528,6 +528,10 @@ func (r *Receiver) run() {
 			var fresh, phase int64
 			err := ScanPush(body, func(ev *PushEvent) {
 				last = ev.UserSeq
+				if !ev.Message {
+					r.chk.ObserveOther(ev.UserSeq)
+					return
+				}
 				sender, n, sent, ok := 0, uint64(0), int64(0), false
 				if ev.Type == int32(pimv1.MessageType_MESSAGE_TYPE_TEXT) {
 					sender, n, sent, ok = ParseBody(ev.Body)

@@ -270,6 +270,10 @@ func (cl *client) checkCaughtUp(now time.Time) {
 // observe checks one pushed event.
 func (cl *client) observe(ev *bench.PushEvent) {
 	cl.lastSeq = max(cl.lastSeq, ev.UserSeq)
+	if !ev.Message { // a receipt or read-sync: only its place in the stream
+		cl.chk.ObserveOther(ev.UserSeq)
+		return
+	}
 	slot, n, ok := 0, uint64(0), false
 	if ev.Type == int32(pimv1.MessageType_MESSAGE_TYPE_TEXT) {
 		var sender int

@@ -19,9 +19,9 @@ import (
 type access int
 
 const (
-	adminOnly access = iota // the admin key only
-	asUser                  // a user token, or the admin key with ?as=USER
-	userOrAdmin             // a user token (actor: its user), or the admin key (actor: "", ?as optional)
+	adminOnly   access = iota // the admin key only
+	asUser                    // a user token, or the admin key with ?as=USER
+	userOrAdmin               // a user token (actor: its user), or the admin key (actor: "", ?as optional)
 )
 
 // handlerFunc serves an authenticated request on behalf of actor ("" for

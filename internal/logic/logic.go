@@ -78,13 +78,19 @@ type Service struct {
 	rmu   sync.Mutex
 	rc    *coalescer
 	rwake chan struct{}
+
+	// Delivered receipts (delivered.go): dpending is non-nil while
+	// RunDelivered runs; dwake wakes it.
+	dmu      sync.Mutex
+	dpending map[string]uint64
+	dwake    chan struct{}
 }
 
 // New returns a Service over cfg.Store and cfg.Bus.
 func New(cfg Config) *Service {
 	s := &Service{
 		st: cfg.Store, bus: cfg.Bus, maxBody: cfg.MaxBody, maxGrp: cfg.MaxGroupSize,
-		now: cfg.Now, log: cfg.Logger, ids: newIDGen(), rwake: make(chan struct{}, 1),
+		now: cfg.Now, log: cfg.Logger, ids: newIDGen(), rwake: make(chan struct{}, 1), dwake: make(chan struct{}, 1),
 		noDlv: cfg.NoDeliveredReceipts,
 	}
 	if s.maxBody <= 0 {
@@ -218,7 +224,7 @@ func (s *Service) Ack(ctx context.Context, user, device string, userSeq uint64) 
 	if err != nil {
 		return 0, storeErr(err, "ack")
 	}
-	if c > 0 && !s.noDlv {
+	if c > 0 && !s.noDlv && !s.noteAcked(user, c) {
 		s.delivered(ctx, user, c)
 	}
 	return c, nil

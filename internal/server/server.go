@@ -166,10 +166,14 @@ func Start(cfg Config) (s *Server, err error) {
 	}
 	bg, stopBg := context.WithCancel(context.Background())
 	s.stopBg = stopBg
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go func() {
 		defer s.wg.Done()
 		svc.RunReceipts(bg)
+	}()
+	go func() {
+		defer s.wg.Done()
+		svc.RunDelivered(bg)
 	}()
 	s.lbs = s.newBalancer()
 	s.gw = gateway.New(gateway.Config{Logic: svc, Bus: b, Auth: s.keys, TLS: tlsCfg,

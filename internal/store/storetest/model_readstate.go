@@ -26,10 +26,10 @@ import (
 
 // readModel is the model's read state besides read positions.
 type readModel struct {
-	off           map[string]bool      // user -> read receipts off
+	off           map[string]bool           // user -> read receipts off
 	indexed       map[[2]string]indexedRead // (user, conv) -> read counted by Receipts
-	delivered     map[string]uint64    // user -> MarkDelivered mark
-	peerDelivered map[[2]string]uint64 // (user, conv) -> PeerDeliveredSeq
+	delivered     map[string]uint64         // user -> MarkDelivered mark
+	peerDelivered map[[2]string]uint64      // (user, conv) -> PeerDeliveredSeq
 	hidden        map[[2]string][]uint64
 }
 

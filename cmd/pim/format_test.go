@@ -135,7 +135,7 @@ func TestFormatGroup(t *testing.T) {
 	}{
 		{"created", false, "created g:team (seq 2): members alice (owner), bob\n"},
 		{"", false, "alice\towner\t1\nbob\tmember\t2\n"},
-		{"added to", true, `{"group":"g:team","seq":2,"members":[{"user":"alice","role":"owner","join_seq":1},{"user":"bob","role":"member","join_seq":2}]}` + "\n"},
+		{"added to", true, `{"group":"g:team","seq":2,"members":[{"user":"alice","role":"owner","join_seq":1},{"user":"bob","role":"member","join_seq":2}],"receipts_visible":false}` + "\n"},
 	}
 	for _, tc := range tests {
 		var b bytes.Buffer
@@ -154,7 +154,7 @@ func TestFormatGroup(t *testing.T) {
 	}
 	b.Reset()
 	formatGroup(&b, &pimv1.GroupResp{Group: "g:team"}, "", true)
-	if b.String() != `{"group":"g:team","members":[]}`+"\n" {
+	if b.String() != `{"group":"g:team","members":[],"receipts_visible":false}`+"\n" {
 		t.Errorf("got %q", b.String())
 	}
 }

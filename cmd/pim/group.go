@@ -12,14 +12,14 @@ import (
 
 func newGroupCmd() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "group (create|add|remove|members)",
+		Use:   "group (create|add|remove|members|settings)",
 		Short: "Create groups and manage their members",
 		Args:  cobra.ArbitraryArgs,
 		RunE: func(_ *cobra.Command, args []string) error {
 			if len(args) == 0 {
-				return usagef("missing group command: create, add, remove or members")
+				return usagef("missing group command: create, add, remove, members or settings")
 			}
-			return usagef("unknown group command %q: want create, add, remove or members", args[0])
+			return usagef("unknown group command %q: want create, add, remove, members or settings", args[0])
 		},
 	}
 	cmd.AddCommand(
@@ -31,6 +31,7 @@ func newGroupCmd() *cobra.Command {
 			"Remove users from a group (the owner removes anyone, a member only themselves)", "removed from", true),
 		newGroupOpCmd(pimv1.GroupOp_GROUP_OP_MEMBERS, "members --group G",
 			"List a group's members (user, role, join seq)", "", true),
+		newGroupSettingsCmd(),
 	)
 	return cmd
 }

@@ -260,7 +260,7 @@ func TestReadStateCommandsEndToEnd(t *testing.T) {
 		t.Errorf("receipts of the membership message: %q", out)
 	}
 	code, out, errOut := cli(bob, "receipts", "--conv", "team", "--seq", "2")
-	if code != exitFailure || out != "" || !strings.HasPrefix(errOut, "pim: receipts of g:team #2: only the sender of g:team/2 may read its receipts (code FORBIDDEN); ") ||
+	if code != exitFailure || out != "" || !strings.HasPrefix(errOut, "pim: receipts of g:team #2: only the sender of g:team/2 may read its receipts (the group's owner can make them visible to members) (code FORBIDDEN); ") ||
 		!strings.Contains(errOut, "pim settings --read-receipts on") || strings.Count(errOut, "\n") != 1 {
 		t.Errorf("receipts by a reader: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}

@@ -89,8 +89,9 @@ func receiptsFailed(conv string, seq uint64, err error) error {
 	what := fmt.Sprintf("receipts of %s #%d", conv, seq)
 	var ce *errcode.Error
 	if errors.As(err, &ce) && ce.Code == pimv1.ErrorCode_ERROR_CODE_FORBIDDEN {
-		return fmt.Errorf("%w; ask as the message's sender, with read receipts on (`pim settings --read-receipts on`), "+
-			"or with the admin key over HTTP: GET /v1/conversations/%s/messages/%d/receipts?as=USER", failed(what, err), conv, seq)
+		return fmt.Errorf("%w; ask as the message's sender, with read receipts on (`pim settings --read-receipts on`); "+
+			"in a group the owner can let every member see them (`pim group settings --group G --receipts-visible on`); "+
+			"or use the admin key over HTTP: GET /v1/conversations/%s/messages/%d/receipts", failed(what, err), conv, seq)
 	}
 	return failed(what, err)
 }

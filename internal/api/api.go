@@ -66,6 +66,7 @@ func New(cfg Config) http.Handler {
 	s.route("POST /v1/groups/{id}/members", asUser, s.addMembers)
 	s.route("DELETE /v1/groups/{id}/members/{user}", asUser, s.removeMember)
 	s.route("GET /v1/groups/{id}/members", asUser, s.listMembers)
+	s.route("PATCH /v1/groups/{id}", asUser, s.groupSettings)
 	s.route("POST /v1/messages", asUser, s.sendMessage)
 	s.route("GET /v1/conversations/{conv}/history", asUser, s.history)
 	s.route("POST /v1/conversations/{conv}/read", asUser, s.markRead)

@@ -99,6 +99,21 @@ func (s *server) listMembers(r *http.Request, actor string) (int, any, error) {
 	})
 }
 
+// GroupSettings is the body of PATCH /v1/groups/{id}.
+type GroupSettings struct {
+	ReceiptsVisible *bool `json:"receipts_visible,omitempty"`
+}
+
+func (s *server) groupSettings(r *http.Request, actor string) (int, any, error) {
+	var req GroupSettings
+	if err := s.decode(r, &req); err != nil {
+		return 0, nil, err
+	}
+	return s.group(r, actor, http.StatusOK, &pimv1.GroupReq{
+		Op: pimv1.GroupOp_GROUP_OP_SETTINGS, Group: GroupID(r.PathValue("id")), ReceiptsVisible: req.ReceiptsVisible,
+	})
+}
+
 func (s *server) group(r *http.Request, actor string, status int, req *pimv1.GroupReq) (int, any, error) {
 	resp, err := s.logic.Group(r.Context(), actor, DefaultDevice, req)
 	if err != nil {

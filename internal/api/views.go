@@ -78,6 +78,9 @@ type Group struct {
 	// Seq is the seq of the membership message the change wrote (0: none).
 	Seq     uint64   `json:"seq,omitempty"`
 	Members []Member `json:"members"`
+	// ReceiptsVisible: every member may read the read receipts of the
+	// group's messages (not only each message's sender).
+	ReceiptsVisible bool `json:"receipts_visible"`
 }
 
 // Member is one group member.
@@ -89,7 +92,8 @@ type Member struct {
 
 // GroupView renders a GroupResp.
 func GroupView(g *pimv1.GroupResp) Group {
-	v := Group{Group: g.GetGroup(), Seq: g.GetSeq(), Members: make([]Member, 0, len(g.GetMembers()))}
+	v := Group{Group: g.GetGroup(), Seq: g.GetSeq(), Members: make([]Member, 0, len(g.GetMembers())),
+		ReceiptsVisible: g.GetReceiptsVisible()}
 	for _, m := range g.GetMembers() {
 		v.Members = append(v.Members, Member{User: m.GetUser(), Role: m.GetRole(), JoinSeq: m.GetJoinSeq()})
 	}

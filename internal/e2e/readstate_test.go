@@ -223,10 +223,20 @@ func TestGroupReceiptsCoalesced(t *testing.T) {
 	if fmt.Sprint(readers) != fmt.Sprint(members) {
 		t.Fatalf("readers paged: %d, want the 200 members in order", len(readers))
 	}
-	// Only the sender may read them.
+	// Only the sender may read them, unless the owner makes them visible.
 	m0 := dial(t, srv, members[0], "d")
 	if _, err := m0.Receipts(ctxT(t), &pimv1.ReceiptsReq{Conv: "g:big", Seq: ack.Seq}); errCode(err) != pimv1.ErrorCode_ERROR_CODE_FORBIDDEN {
 		t.Fatalf("a member reading the sender's receipts: %v, want FORBIDDEN", err)
+	}
+	on := true
+	if _, err := m0.Group(ctxT(t), &pimv1.GroupReq{Op: pimv1.GroupOp_GROUP_OP_SETTINGS, Group: "g:big", ReceiptsVisible: &on}); errCode(err) != pimv1.ErrorCode_ERROR_CODE_FORBIDDEN {
+		t.Fatalf("a member changing the group's settings: %v, want FORBIDDEN", err)
+	}
+	if r, err := owner.Group(ctxT(t), &pimv1.GroupReq{Op: pimv1.GroupOp_GROUP_OP_SETTINGS, Group: "g:big", ReceiptsVisible: &on}); err != nil || !r.ReceiptsVisible {
+		t.Fatalf("the owner making receipts visible: %v %v", r, err)
+	}
+	if r, err := m0.Receipts(ctxT(t), &pimv1.ReceiptsReq{Conv: "g:big", Seq: ack.Seq}); err != nil || r.ReadCount != 200 {
+		t.Fatalf("a member reading visible receipts: %v %v", r, err)
 	}
 	if e := convEntry(t, m0, "g:big"); e.ReadSeq != ack.Seq || e.Unread != 0 {
 		t.Fatalf("member's entry %v", e)

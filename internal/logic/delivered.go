@@ -8,7 +8,9 @@
 //     handed to the store; a later ack only raises it, so acks that arrive
 //     while a round runs are folded into the next round (coalescing).
 //   - One round hands every pending user to the store at once, so their
-//     receipts share one group commit.
+//     receipts share one group commit; rounds start at most every
+//     DeliveredInterval, so a busy conversation gets one delivered receipt
+//     per interval, not one per message.
 //   - RunDelivered owns the only goroutines that do this; while it does not
 //     run, Ack produces the receipts itself (tests of logic alone).
 package logic
@@ -16,10 +18,15 @@ package logic
 import (
 	"context"
 	"sync"
+	"time"
 )
 
-// deliveredRound bounds the store calls in flight in one round.
-const deliveredRound = 64
+const (
+	// deliveredRound bounds the store calls in flight in one round.
+	deliveredRound = 64
+	// DeliveredInterval is the shortest time between two rounds.
+	DeliveredInterval = 100 * time.Millisecond
+)
 
 // noteAcked records user's acknowledged position; false when RunDelivered
 // is not running.
@@ -49,12 +56,20 @@ func (s *Service) RunDelivered(ctx context.Context) {
 		s.dpending = nil
 		s.dmu.Unlock()
 	}()
+	pace := time.NewTimer(0)
+	defer pace.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-s.dwake:
 		}
+		select { // the previous round started less than an interval ago
+		case <-ctx.Done():
+			return
+		case <-pace.C:
+		}
+		pace.Reset(DeliveredInterval)
 		s.dmu.Lock()
 		round := s.dpending
 		s.dpending = make(map[string]uint64, len(round))

@@ -11,10 +11,10 @@ import (
 
 // Group carries out a GroupReq for (user, device). Policy: any member may add
 // members; the owner may remove anyone; other members may remove only
-// themselves (leave). Membership changes are messages in the group's
+// themselves (leave); only the owner changes the settings. Membership changes are messages in the group's
 // conversation, delivered through timelines like any other.
 func (s *Service) Group(ctx context.Context, user, device string, req *pimv1.GroupReq) (*pimv1.GroupResp, error) {
-	if req.Op != pimv1.GroupOp_GROUP_OP_MEMBERS {
+	if req.Op != pimv1.GroupOp_GROUP_OP_MEMBERS && req.Op != pimv1.GroupOp_GROUP_OP_SETTINGS {
 		if err := validUsers(req.Users); err != nil {
 			return nil, err
 		}
@@ -40,8 +40,30 @@ func (s *Service) Group(ctx context.Context, user, device string, req *pimv1.Gro
 			return nil, err
 		}
 		return s.groupResp(ctx, req.Group, 0)
+	case pimv1.GroupOp_GROUP_OP_SETTINGS:
+		return s.groupSettings(ctx, user, req)
 	}
 	return nil, errcode.New(badRequest, "unknown group op %v", req.Op)
+}
+
+// groupSettings changes the settings req sets; the owner only.
+func (s *Service) groupSettings(ctx context.Context, user string, req *pimv1.GroupReq) (*pimv1.GroupResp, error) {
+	if err := validGroup(req.Group); err != nil {
+		return nil, err
+	}
+	mem, err := s.member(ctx, req.Group, user)
+	if err != nil {
+		return nil, err
+	}
+	if mem.Role != "owner" {
+		return nil, errcode.New(forbidden, "only the group owner can change its settings")
+	}
+	if req.ReceiptsVisible != nil {
+		if err := s.st.SetGroupSettings(ctx, req.Group, store.GroupSettings{ReceiptsVisible: req.GetReceiptsVisible()}); err != nil {
+			return nil, storeErr(err, "write group settings")
+		}
+	}
+	return s.groupResp(ctx, req.Group, 0)
 }
 
 func (s *Service) createGroup(ctx context.Context, user, device string, req *pimv1.GroupReq) (*pimv1.GroupResp, error) {
@@ -119,7 +141,11 @@ func (s *Service) groupResp(ctx context.Context, group string, seq uint64) (*pim
 	if err != nil {
 		return nil, storeErr(err, "list members")
 	}
-	resp := &pimv1.GroupResp{Group: group, Seq: seq, Members: make([]*pimv1.Member, len(ms))}
+	gs, err := s.st.GroupSettings(ctx, group)
+	if err != nil {
+		return nil, storeErr(err, "read group settings")
+	}
+	resp := &pimv1.GroupResp{Group: group, Seq: seq, Members: make([]*pimv1.Member, len(ms)), ReceiptsVisible: gs.ReceiptsVisible}
 	for i, m := range ms {
 		resp.Members[i] = &pimv1.Member{User: m.User, JoinSeq: m.JoinSeq, Role: m.Role}
 	}

@@ -37,8 +37,9 @@ func (s *Service) Conversations(ctx context.Context, user string, req *pimv1.Con
 	return &pimv1.ConvListResp{Convs: convs, HasMore: more, Version: version}, nil
 }
 
-// Receipts answers a ReceiptsReq from user: only the message's sender may
-// ask, and only with read receipts on.
+// Receipts answers a ReceiptsReq from user: the message's sender may ask
+// (and any member, in a group whose settings make receipts visible), only
+// with read receipts on.
 func (s *Service) Receipts(ctx context.Context, user string, req *pimv1.ReceiptsReq) (*pimv1.ReceiptsResp, error) {
 	if err := store.ValidateConv(req.Conv); err != nil {
 		return nil, errcode.New(badRequest, "%v", err)
@@ -54,7 +55,17 @@ func (s *Service) Receipts(ctx context.Context, user string, req *pimv1.Receipts
 		return nil, errcode.New(pimv1.ErrorCode_ERROR_CODE_NOT_FOUND, "no message %s/%d", req.Conv, req.Seq)
 	}
 	if msgs[0].Sender != user {
-		return nil, errcode.New(forbidden, "only the sender of %s/%d may read its receipts", req.Conv, req.Seq)
+		visible := false
+		if store.IsGroup(req.Conv) {
+			gs, err := s.st.GroupSettings(ctx, req.Conv)
+			if err != nil {
+				return nil, storeErr(err, "read group settings")
+			}
+			visible = gs.ReceiptsVisible
+		}
+		if !visible {
+			return nil, errcode.New(forbidden, "only the sender of %s/%d may read its receipts (the group's owner can make them visible to members)", req.Conv, req.Seq)
+		}
 	}
 	on, err := s.st.ReadReceipts(ctx, user)
 	if err != nil {

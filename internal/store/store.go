@@ -133,6 +133,13 @@ type ConvQuery struct {
 	Limit          int
 }
 
+// GroupSettings are a group's options.
+type GroupSettings struct {
+	// ReceiptsVisible lets every member read the read receipts of the
+	// group's messages (by default only each message's sender may).
+	ReceiptsVisible bool
+}
+
 // MaxNotifySpan bounds the messages one NotifyReads call reports on.
 const MaxNotifySpan = 256
 
@@ -245,6 +252,13 @@ type Store interface {
 	SetReadReceipts(ctx context.Context, user string, on bool) error
 	// ReadReceipts reports whether user's read receipts are on (default).
 	ReadReceipts(ctx context.Context, user string) (bool, error)
+
+	// SetGroupSettings replaces group's settings. ErrNotFound for an
+	// unknown group (or a direct conversation). The caller checks who may.
+	SetGroupSettings(ctx context.Context, group string, gs GroupSettings) error
+	// GroupSettings returns group's settings (the zero value by default).
+	// ErrNotFound for an unknown group.
+	GroupSettings(ctx context.Context, group string) (GroupSettings, error)
 
 	// Ack moves (user, device)'s cursor to max(cursor, min(userSeq, head)) and
 	// returns the new cursor. Acks need not be durable: losing one only causes

@@ -174,6 +174,22 @@ func (w *writer) setReceipts(b *pebble.Batch, user string, on bool) (store.Resul
 	return store.Result{}, nil
 }
 
+func (w *writer) setGroupSettings(b *pebble.Batch, group string, visible bool) (store.Result, error) {
+	g, err := w.groupOf(group)
+	if err == nil && (!g.exists || !store.IsGroup(group)) {
+		err = fmt.Errorf("group %s: %w", group, store.ErrNotFound)
+	}
+	if err != nil {
+		return store.Result{}, fmt.Errorf("pebble store: group settings: %w", err)
+	}
+	var f byte
+	if visible {
+		f = groupReceiptsVisible
+	}
+	w.set(b, groupSettingsKey(group), []byte{f})
+	return store.Result{}, nil
+}
+
 // readStateOf returns user's read position in conv.
 func (w *writer) readStateOf(user, conv string) (readState, error) {
 	rk := string(readKey(user, conv))

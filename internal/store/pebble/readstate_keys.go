@@ -11,7 +11,8 @@
 //     (BE8); rp/<conv>\x00<pos BE8><user> exists for exactly those.
 //   - h/<user>\x00<conv>\x00<seq BE8> marks a message user hid.
 //   - s/<user> holds the user's settings (absent: defaults); dv/<user> the
-//     highest user seq MarkDelivered processed.
+//     highest user seq MarkDelivered processed (or less: see readstate.go);
+//     gs/<conv> a group's settings.
 package pebblestore
 
 import (
@@ -52,6 +53,12 @@ func hiddenKey(user, conv string, seq uint64) []byte { return appendBE8(hiddenPr
 func settingsKey(user string) []byte { return append([]byte("s/"), user...) }
 
 func deliveredKey(user string) []byte { return append([]byte("dv/"), user...) }
+
+// groupSettingsKey is gs/<conv>: the group's settings flags (absent: none).
+func groupSettingsKey(conv string) []byte { return append([]byte("gs/"), conv...) }
+
+// Group settings flags.
+const groupReceiptsVisible = 1
 
 // encodeReadPos is the r/ value: the read position and the position the
 // user has in the receipt index (0: none).

@@ -234,3 +234,27 @@ func (s *Store) ReadReceipts(ctx context.Context, user string) (bool, error) {
 	}
 	return !off, nil
 }
+
+// GroupSettings returns a group's settings. See store.Store.
+func (s *Store) GroupSettings(ctx context.Context, group string) (store.GroupSettings, error) {
+	if err := validConv(group); err != nil {
+		return store.GroupSettings{}, fmt.Errorf("pebble store: group settings: %w", err)
+	}
+	v, err := s.begin(ctx)
+	if err != nil {
+		return store.GroupSettings{}, err
+	}
+	defer s.end(v)
+	ok, err := groupExists(v.snap, group)
+	if err == nil && (!ok || !store.IsGroup(group)) {
+		err = fmt.Errorf("group %s: %w", group, store.ErrNotFound)
+	}
+	var raw []byte
+	if err == nil {
+		raw, err = get(v.snap, groupSettingsKey(group))
+	}
+	if err != nil {
+		return store.GroupSettings{}, fmt.Errorf("pebble store: group settings: %w", err)
+	}
+	return store.GroupSettings{ReceiptsVisible: len(raw) > 0 && raw[0]&groupReceiptsVisible != 0}, nil
+}

@@ -54,11 +54,12 @@ const (
 	opDelivered
 	opNotifyReads
 	opSettings
+	opGroupSettings
 )
 
 func (k opKind) String() string {
 	return [...]string{"send", "create group", "add members", "remove members", "mark read",
-		"hide", "mark delivered", "notify reads", "settings"}[k]
+		"hide", "mark delivered", "notify reads", "settings", "group settings"}[k]
 }
 
 // opArgs are the arguments of the read-state ops.
@@ -257,6 +258,8 @@ func (w *writer) commit(ops []*op) {
 			o.res, o.err = w.notifyReads(b, &o.args)
 		case opSettings:
 			o.res, o.err = w.setReceipts(b, o.args.user, o.args.on)
+		case opGroupSettings:
+			o.res, o.err = w.setGroupSettings(b, o.args.conv, o.args.on)
 		}
 		if w.batchErr != nil {
 			break
@@ -769,6 +772,15 @@ func (s *Store) SetReadReceipts(ctx context.Context, user string, on bool) error
 		return fmt.Errorf("pebble store: settings: %w", err)
 	}
 	_, err := s.submit(ctx, &op{kind: opSettings, args: opArgs{user: user, on: on}})
+	return err
+}
+
+// SetGroupSettings replaces a group's settings. See store.Store.
+func (s *Store) SetGroupSettings(ctx context.Context, group string, gs store.GroupSettings) error {
+	if err := validConv(group); err != nil {
+		return fmt.Errorf("pebble store: group settings: %w", err)
+	}
+	_, err := s.submit(ctx, &op{kind: opGroupSettings, args: opArgs{conv: group, on: gs.ReceiptsVisible}})
 	return err
 }
 

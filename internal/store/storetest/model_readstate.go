@@ -31,6 +31,7 @@ type readModel struct {
 	delivered     map[string]uint64         // user -> MarkDelivered mark
 	peerDelivered map[[2]string]uint64      // (user, conv) -> PeerDeliveredSeq
 	hidden        map[[2]string][]uint64
+	groups        map[string]store.GroupSettings
 }
 
 func newReadModel() readModel {
@@ -40,6 +41,7 @@ func newReadModel() readModel {
 		delivered:     make(map[string]uint64),
 		peerDelivered: make(map[[2]string]uint64),
 		hidden:        make(map[[2]string][]uint64),
+		groups:        make(map[string]store.GroupSettings),
 	}
 }
 
@@ -398,4 +400,33 @@ func (m *memStore) ReadReceipts(ctx context.Context, user string) (bool, error) 
 	}
 	defer m.st.mu.Unlock()
 	return !m.st.rs.off[user], nil
+}
+
+func (m *memStore) SetGroupSettings(ctx context.Context, group string, gs store.GroupSettings) error {
+	if store.ValidateConv(group) != nil {
+		return errModelInvalid
+	}
+	if err := m.lock(ctx); err != nil {
+		return err
+	}
+	defer m.st.mu.Unlock()
+	if _, ok := m.st.groups[group]; !ok {
+		return fmt.Errorf("model: group settings: %w", store.ErrNotFound)
+	}
+	m.st.rs.groups[group] = gs
+	return nil
+}
+
+func (m *memStore) GroupSettings(ctx context.Context, group string) (store.GroupSettings, error) {
+	if store.ValidateConv(group) != nil {
+		return store.GroupSettings{}, errModelInvalid
+	}
+	if err := m.lock(ctx); err != nil {
+		return store.GroupSettings{}, err
+	}
+	defer m.st.mu.Unlock()
+	if _, ok := m.st.groups[group]; !ok {
+		return store.GroupSettings{}, fmt.Errorf("model: group settings: %w", store.ErrNotFound)
+	}
+	return m.st.rs.groups[group], nil
 }

@@ -267,6 +267,13 @@ func readStateOp(t *testing.T, rng *rand.Rand, step string, s store.Store, m *me
 		gc, gm, gv, gerr := s.Conversations(ctx, u, q)
 		wc, wm, wv, werr := m.Conversations(ctx, u, q)
 		same(t, fmt.Sprintf("%s: Conversations(%s, %+v)", step, u, q), fmtConvs(gc, gm, gv, gerr), fmtConvs(wc, wm, wv, werr))
+	case p < 92:
+		gs := store.GroupSettings{ReceiptsVisible: rng.IntN(2) == 0}
+		gerr, werr := s.SetGroupSettings(ctx, c, gs), m.SetGroupSettings(ctx, c, gs)
+		same(t, fmt.Sprintf("%s: SetGroupSettings(%s, %+v)", step, c, gs), errName(gerr), errName(werr))
+		g, gerr := s.GroupSettings(ctx, c)
+		w, werr := m.GroupSettings(ctx, c)
+		same(t, fmt.Sprintf("%s: GroupSettings(%s)", step, c), fmt.Sprint(g, errName(gerr)), fmt.Sprint(w, errName(werr)))
 	case p < 95:
 		on := rng.IntN(3) != 0
 		gerr, werr := s.SetReadReceipts(ctx, u, on), m.SetReadReceipts(ctx, u, on)

@@ -164,6 +164,20 @@ func testReceipts(t *testing.T, open Opener) {
 		}
 	}
 
+	// Group settings: off by default, kept, unknown groups refused.
+	if gs, err := e.s.GroupSettings(t.Context(), "g:r"); err != nil || gs.ReceiptsVisible {
+		t.Fatalf("default group settings %+v %v", gs, err)
+	}
+	if err := e.s.SetGroupSettings(t.Context(), "g:r", store.GroupSettings{ReceiptsVisible: true}); err != nil {
+		t.Fatal(err)
+	}
+	if gs, err := e.s.GroupSettings(t.Context(), "g:r"); err != nil || !gs.ReceiptsVisible {
+		t.Fatalf("group settings after setting %+v %v", gs, err)
+	}
+	if err := e.s.SetGroupSettings(t.Context(), "g:nope", store.GroupSettings{}); errName(err) != store.ErrNotFound.Error() {
+		t.Fatalf("settings of an unknown group: %v, want not found", err)
+	}
+
 	// A member who joined after the message does not count as its reader.
 	e.add("g:r", "owner", "late")
 	e.markRead("late", "d", "g:r", 10)

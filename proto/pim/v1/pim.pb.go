@@ -253,6 +253,9 @@ const (
 	GroupOp_GROUP_OP_ADD         GroupOp = 2
 	GroupOp_GROUP_OP_REMOVE      GroupOp = 3
 	GroupOp_GROUP_OP_MEMBERS     GroupOp = 4
+	// Change the group's settings (owner only): the fields of GroupReq that
+	// are set (receipts_visible).
+	GroupOp_GROUP_OP_SETTINGS GroupOp = 5
 )
 
 // Enum value maps for GroupOp.
@@ -263,6 +266,7 @@ var (
 		2: "GROUP_OP_ADD",
 		3: "GROUP_OP_REMOVE",
 		4: "GROUP_OP_MEMBERS",
+		5: "GROUP_OP_SETTINGS",
 	}
 	GroupOp_value = map[string]int32{
 		"GROUP_OP_UNSPECIFIED": 0,
@@ -270,6 +274,7 @@ var (
 		"GROUP_OP_ADD":         2,
 		"GROUP_OP_REMOVE":      3,
 		"GROUP_OP_MEMBERS":     4,
+		"GROUP_OP_SETTINGS":    5,
 	}
 )
 
@@ -2277,9 +2282,12 @@ type GroupReq struct {
 	// a change whose id this device already used is not applied again, and the
 	// answer describes the original change. It shares one id space with the
 	// device's client_msg_ids (the membership message carries it).
-	ClientReqId   string `protobuf:"bytes,5,opt,name=client_req_id,json=clientReqId,proto3" json:"client_req_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ClientReqId string `protobuf:"bytes,5,opt,name=client_req_id,json=clientReqId,proto3" json:"client_req_id,omitempty"`
+	// SETTINGS: whether members (not only a message's sender) may read the
+	// read receipts of the group's messages. Unset: unchanged.
+	ReceiptsVisible *bool `protobuf:"varint,6,opt,name=receipts_visible,json=receiptsVisible,proto3,oneof" json:"receipts_visible,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *GroupReq) Reset() {
@@ -2345,6 +2353,13 @@ func (x *GroupReq) GetClientReqId() string {
 		return x.ClientReqId
 	}
 	return ""
+}
+
+func (x *GroupReq) GetReceiptsVisible() bool {
+	if x != nil && x.ReceiptsVisible != nil {
+		return *x.ReceiptsVisible
+	}
+	return false
 }
 
 // ReadReq marks conv read up to seq for the session's user. Read positions
@@ -3132,9 +3147,11 @@ type GroupResp struct {
 	Group   string                 `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
 	Members []*Member              `protobuf:"bytes,2,rep,name=members,proto3" json:"members,omitempty"`
 	// The seq of the membership message written, if any.
-	Seq           uint64 `protobuf:"varint,3,opt,name=seq,proto3" json:"seq,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Seq uint64 `protobuf:"varint,3,opt,name=seq,proto3" json:"seq,omitempty"`
+	// The group's setting: members may read the receipts of others' messages.
+	ReceiptsVisible bool `protobuf:"varint,4,opt,name=receipts_visible,json=receiptsVisible,proto3" json:"receipts_visible,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *GroupResp) Reset() {
@@ -3186,6 +3203,13 @@ func (x *GroupResp) GetSeq() uint64 {
 		return x.Seq
 	}
 	return 0
+}
+
+func (x *GroupResp) GetReceiptsVisible() bool {
+	if x != nil {
+		return x.ReceiptsVisible
+	}
+	return false
 }
 
 var File_proto_pim_v1_pim_proto protoreflect.FileDescriptor
@@ -3345,13 +3369,15 @@ const file_proto_pim_v1_pim_proto_rawDesc = "" +
 	"\x06GoAway\x12$\n" +
 	"\x0eretry_after_ms\x18\x01 \x01(\rR\fretryAfterMs\x12\x18\n" +
 	"\aservers\x18\x02 \x03(\tR\aservers\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\"\x8f\x01\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"\xd4\x01\n" +
 	"\bGroupReq\x12\x1f\n" +
 	"\x02op\x18\x01 \x01(\x0e2\x0f.pim.v1.GroupOpR\x02op\x12\x14\n" +
 	"\x05group\x18\x02 \x01(\tR\x05group\x12\x14\n" +
 	"\x05users\x18\x03 \x03(\tR\x05users\x12\x12\n" +
 	"\x04name\x18\x04 \x01(\tR\x04name\x12\"\n" +
-	"\rclient_req_id\x18\x05 \x01(\tR\vclientReqId\"/\n" +
+	"\rclient_req_id\x18\x05 \x01(\tR\vclientReqId\x12.\n" +
+	"\x10receipts_visible\x18\x06 \x01(\bH\x00R\x0freceiptsVisible\x88\x01\x01B\x13\n" +
+	"\x11_receipts_visible\"/\n" +
 	"\aReadReq\x12\x12\n" +
 	"\x04conv\x18\x01 \x01(\tR\x04conv\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\"9\n" +
@@ -3406,11 +3432,12 @@ const file_proto_pim_v1_pim_proto_rawDesc = "" +
 	"\x06Member\x12\x12\n" +
 	"\x04user\x18\x01 \x01(\tR\x04user\x12\x19\n" +
 	"\bjoin_seq\x18\x02 \x01(\x04R\ajoinSeq\x12\x12\n" +
-	"\x04role\x18\x03 \x01(\tR\x04role\"]\n" +
+	"\x04role\x18\x03 \x01(\tR\x04role\"\x88\x01\n" +
 	"\tGroupResp\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\tR\x05group\x12(\n" +
 	"\amembers\x18\x02 \x03(\v2\x0e.pim.v1.MemberR\amembers\x12\x10\n" +
-	"\x03seq\x18\x03 \x01(\x04R\x03seq*\x9a\x03\n" +
+	"\x03seq\x18\x03 \x01(\x04R\x03seq\x12)\n" +
+	"\x10receipts_visible\x18\x04 \x01(\bR\x0freceiptsVisible*\x9a\x03\n" +
 	"\tErrorCode\x12\x1a\n" +
 	"\x16ERROR_CODE_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16ERROR_CODE_BAD_REQUEST\x10\x01\x12\x1e\n" +
@@ -3437,13 +3464,14 @@ const file_proto_pim_v1_pim_proto_rawDesc = "" +
 	"\vReceiptKind\x12\x1c\n" +
 	"\x18RECEIPT_KIND_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16RECEIPT_KIND_DELIVERED\x10\x01\x12\x15\n" +
-	"\x11RECEIPT_KIND_READ\x10\x02*u\n" +
+	"\x11RECEIPT_KIND_READ\x10\x02*\x8c\x01\n" +
 	"\aGroupOp\x12\x18\n" +
 	"\x14GROUP_OP_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fGROUP_OP_CREATE\x10\x01\x12\x10\n" +
 	"\fGROUP_OP_ADD\x10\x02\x12\x13\n" +
 	"\x0fGROUP_OP_REMOVE\x10\x03\x12\x14\n" +
-	"\x10GROUP_OP_MEMBERS\x10\x04B/Z-github.com/pim-project/pim/proto/pim/v1;pimv1b\x06proto3"
+	"\x10GROUP_OP_MEMBERS\x10\x04\x12\x15\n" +
+	"\x11GROUP_OP_SETTINGS\x10\x05B/Z-github.com/pim-project/pim/proto/pim/v1;pimv1b\x06proto3"
 
 var (
 	file_proto_pim_v1_pim_proto_rawDescOnce sync.Once
@@ -3589,6 +3617,7 @@ func file_proto_pim_v1_pim_proto_init() {
 		(*Event_Hidden)(nil),
 		(*Event_Receipt)(nil),
 	}
+	file_proto_pim_v1_pim_proto_msgTypes[21].OneofWrappers = []any{}
 	file_proto_pim_v1_pim_proto_msgTypes[31].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

@@ -30,8 +30,10 @@ import (
 // convState is a conversation entry in the batch's view, with the index
 // keys it has now.
 type convState struct {
-	c                          *pimv1.Conversation
-	indexedVer, indexedActivty uint64
+	c *pimv1.Conversation
+	// The entry's cx/ keys now: its Activity and Version as indexed (equal:
+	// one "both" key; 0: none).
+	idxActivity, idxVersion uint64
 }
 
 // readState is a read position in the batch's view.
@@ -75,7 +77,7 @@ func (w *writer) convEntry(user, conv string) (*convState, error) {
 		if err := proto.Unmarshal(raw, st.c); err != nil {
 			return nil, fmt.Errorf("conversation entry %s/%s: %w", user, conv, err)
 		}
-		st.indexedVer, st.indexedActivty = st.c.Version, st.c.Activity
+		st.idxActivity, st.idxVersion = st.c.Activity, st.c.Version
 	}
 	w.convs[k] = st
 	return st, nil
@@ -84,20 +86,18 @@ func (w *writer) convEntry(user, conv string) (*convState, error) {
 // saveConv writes st, moving its index keys.
 func (w *writer) saveConv(b *pebble.Batch, user string, st *convState) {
 	c := st.c
-	if st.indexedVer != c.Version {
-		if st.indexedVer > 0 {
-			w.del(b, versionKey(user, st.indexedVer))
+	old, want := indexKeys(st.idxActivity, st.idxVersion), indexKeys(c.Activity, c.Version)
+	for seq := range old {
+		if _, ok := want[seq]; !ok {
+			w.del(b, convIndexKey(user, seq))
 		}
-		w.set(b, versionKey(user, c.Version), []byte(c.Conv))
-		st.indexedVer = c.Version
 	}
-	if st.indexedActivty != c.Activity && c.Activity > 0 {
-		if st.indexedActivty > 0 {
-			w.del(b, activityKey(user, st.indexedActivty))
+	for seq, role := range want {
+		if old[seq] != role {
+			w.set(b, convIndexKey(user, seq), encodeIndexValue(role, c.Conv))
 		}
-		w.set(b, activityKey(user, c.Activity), []byte(c.Conv))
-		st.indexedActivty = c.Activity
 	}
+	st.idxActivity, st.idxVersion = c.Activity, c.Version
 	raw, err := proto.Marshal(c)
 	if err != nil {
 		if w.batchErr == nil {
@@ -106,6 +106,20 @@ func (w *writer) saveConv(b *pebble.Batch, user string, st *convState) {
 		return
 	}
 	w.set(b, convKey(user, c.Conv), raw)
+}
+
+// indexKeys returns the cx/ keys (seq -> role) of an entry with activity
+// and version.
+func indexKeys(activity, version uint64) map[uint64]byte {
+	switch {
+	case activity == version && version > 0:
+		return map[uint64]byte{version: roleBoth}
+	case activity > 0 && version > 0:
+		return map[uint64]byte{activity: roleActivity, version: roleVersion}
+	case version > 0:
+		return map[uint64]byte{version: roleVersion}
+	}
+	return nil
 }
 
 // noteMessage updates user's entry for msg, delivered at user seq us.

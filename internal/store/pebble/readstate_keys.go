@@ -3,9 +3,11 @@
 //
 // Invariants (kept by the writer, readstate.go):
 //   - cl/<user>\x00<conv> holds user's conversation entry (a marshalled
-//     pimv1.Conversation without last_message); cv/<user>\x00<version> and
-//     ca/<user>\x00<activity> index it, exactly one key each per entry,
-//     pointing at the entry's current Version and Activity.
+//     pimv1.Conversation without last_message); cx/<user>\x00<seq> indexes
+//     it by Version and by Activity: one key with role "both" when they are
+//     equal (a message was the last change: one index write per message),
+//     else one "activity" key and one "version" key. No other cx/ key
+//     points at the entry.
 //   - r/<user>\x00<conv> holds the read position (BE8) and, when the user
 //     appears in the receipt index of conv, the position indexed there
 //     (BE8); rp/<conv>\x00<pos BE8><user> exists for exactly those.
@@ -25,15 +27,21 @@ func convKey(user, conv string) []byte {
 	return append(k, conv...)
 }
 
-// versionPrefix is cv/<user>\x00.
-func versionPrefix(user string) []byte { return append(append([]byte("cv/"), user...), 0) }
+// convIndexPrefix is cx/<user>\x00: the index of a user's entries by
+// version and by activity, both user seqs.
+func convIndexPrefix(user string) []byte { return append(append([]byte("cx/"), user...), 0) }
 
-func versionKey(user string, v uint64) []byte { return appendBE8(versionPrefix(user), v) }
+func convIndexKey(user string, seq uint64) []byte { return appendBE8(convIndexPrefix(user), seq) }
 
-// activityPrefix is ca/<user>\x00.
-func activityPrefix(user string) []byte { return append(append([]byte("ca/"), user...), 0) }
+// Roles of a cx/ key (the first byte of its value; the conv follows): the
+// entry's Activity and Version are equal (both), or it has one key for each.
+const (
+	roleBoth     = 'b'
+	roleActivity = 'a'
+	roleVersion  = 'v'
+)
 
-func activityKey(user string, a uint64) []byte { return appendBE8(activityPrefix(user), a) }
+func encodeIndexValue(role byte, conv string) []byte { return append([]byte{role}, conv...) }
 
 // receiptPrefix is rp/<conv>\x00.
 func receiptPrefix(conv string) []byte { return append(append([]byte("rp/"), conv...), 0) }

@@ -81,16 +81,18 @@ func receiptsOffAt(r pebble.Reader, user string) (bool, error) {
 	return len(raw) > 0 && raw[0]&settingNoReadReceipts != 0, err
 }
 
-// convNames walks the version index (ascending, after q.SinceVersion) or
-// the activity index (descending, below q.BeforeActivity).
+// convNames walks the index: by version (ascending, after
+// q.SinceVersion; "both" and "version" keys) or by activity (descending,
+// below q.BeforeActivity; "both" and "activity" keys). Each entry has one
+// key of each kind, so each is named once.
 func convNames(r pebble.Reader, user string, q store.ConvQuery) ([]string, bool, error) {
-	p := activityPrefix(user)
+	p := convIndexPrefix(user)
 	opts := &pebble.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)}
+	skip := byte(roleVersion)
 	if q.SinceVersion > 0 {
-		p = versionPrefix(user)
-		opts = &pebble.IterOptions{LowerBound: versionKey(user, q.SinceVersion+1), UpperBound: prefixEnd(p)}
+		opts.LowerBound, skip = convIndexKey(user, q.SinceVersion+1), roleActivity
 	} else if q.BeforeActivity > 0 {
-		opts.UpperBound = activityKey(user, q.BeforeActivity)
+		opts.UpperBound = convIndexKey(user, q.BeforeActivity)
 	}
 	it, err := r.NewIter(opts)
 	if err != nil {
@@ -103,11 +105,19 @@ func convNames(r pebble.Reader, user string, q store.ConvQuery) ([]string, bool,
 	var names []string
 	more := false
 	for ok := first(); ok; ok = next() {
+		v := it.Value()
+		if len(v) < 2 {
+			it.Close()
+			return nil, false, fmt.Errorf("corrupt index entry %q: %x", it.Key(), v)
+		}
+		if v[0] == skip {
+			continue
+		}
 		if len(names) == q.Limit {
 			more = true
 			break
 		}
-		names = append(names, string(it.Value()))
+		names = append(names, string(v[1:]))
 	}
 	return names, more, it.Close()
 }

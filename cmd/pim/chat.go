@@ -9,9 +9,9 @@ package main
 //     end of --plain input), after the UI stopped; what is unsent stays in
 //     the outbox in --data and goes out at the next run.
 //   - --plain writes one line per event, each starting with its kind (msg,
-//     send, read, conn, caught-up, info, error), and at the end of its
-//     input waits up to --timeout for its messages to be sent: exit status
-//     0 only if all were.
+//     send, read, hidden, receipt, unread, conn, caught-up, info, error),
+//     and at the end of its input waits up to --timeout for its messages to
+//     be sent: exit status 0 only if all were.
 
 import (
 	"bufio"
@@ -61,10 +61,10 @@ func newChatCmd() *cobra.Command {
 			"Ctrl-C quits. Commands: /to USER, /group G, /create G USER..., /retry (failed\n" +
 			"messages, same id), /discard (failed messages), /read, /reconnect, /quit. Viewing a\n" +
 			"conversation marks it read.\n\n" +
-			"--plain prints one line per event instead (msg, send, read, conn, caught-up, info,\n" +
-			"error) and sends each line of standard input to --to/--group (commands work too); at\n" +
-			"the end of input it waits up to --timeout for its messages to be sent, and exits 0\n" +
-			"only if they were.",
+			"--plain prints one line per event instead (msg, send, read, hidden, receipt, unread,\n" +
+			"conn, caught-up, info, error) and sends each line of standard input to --to/--group\n" +
+			"(commands work too); at the end of input it waits up to --timeout for its messages to\n" +
+			"be sent, and exits 0 only if they were.",
 		Example: "  pim chat --token $T --to bob\n" +
 			"  pim chat --token $T --device laptop --group team --data ./alice-laptop\n" +
 			"  echo 'build is green' | pim chat --plain --token $T --group team",
@@ -170,6 +170,11 @@ func runChat(ctx context.Context, f *chatFlags, in io.Reader, out, errOut io.Wri
 		return failed("read "+opts.DataDir, err)
 	}
 	s.seed(entries, delivered)
+	convs, err := cl.Conversations()
+	if err != nil {
+		return failed("read "+opts.DataDir, err)
+	}
+	s.seedList(convs)
 	for _, o := range pending {
 		s.seedPending(o.ClientMsgID(), o.Conv(), o.State(), o.Err())
 	}

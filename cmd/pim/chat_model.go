@@ -15,10 +15,18 @@ package main
 //     before Send returned its id (they wait in early until then).
 //   - A conversation's lines are ordered by seq; lines without a seq yet
 //     (not stored by the server) follow, in the order they were typed.
-//   - Unread: messages of other users above the conversation's read
-//     position. The read position moves with this user's ReadEvents (any
-//     device), with the marks this client makes, and over history loaded
-//     from the local store (which was seen in an earlier run).
+//   - Unread: the SDK's conversation list (its exact count, kept by
+//     ConversationEvents and loaded at start) wherever it has an entry
+//     (what an earlier run printed is not read unless it was marked read);
+//     zero once this client marked the conversation read up to the entry's
+//     last message (the mark is on its way). Without an entry: messages of
+//     other users above the read position, which moves with this user's
+//     ReadEvents (any device), with the marks this client makes, and over
+//     history loaded from the local store (seen in an earlier run).
+//   - Marks on this user's messages: in 1:1, read up to the peer's read
+//     position, delivered up to the peer's delivered position (from the
+//     list, ReadEvents and DELIVERED receipts); in groups, the read counts of
+//     READ receipts. A HiddenEvent removes its message's line.
 
 import (
 	"errors"
@@ -99,13 +107,17 @@ type chatLine struct {
 
 // convState is one conversation.
 type convState struct {
-	id       string
-	lines    []*chatLine
-	bySeq    map[uint64]*chatLine
-	readSeq  uint64 // this user's read position (as far as known)
-	marked   uint64 // the highest MarkRead this client asked for
-	peerRead uint64 // a 1:1 peer's read position (read receipts)
-	activity int    // recency, for the order of the list
+	id            string
+	lines         []*chatLine
+	bySeq         map[uint64]*chatLine
+	readSeq       uint64 // this user's read position (as far as known)
+	marked        uint64 // the highest MarkRead this client asked for
+	peerRead      uint64 // a 1:1 peer's read position (read receipts)
+	peerDelivered uint64 // a 1:1 peer's delivered position (delivered receipts)
+	readCounts    map[uint64]uint32
+	entry         *pim.Conversation // the SDK's list entry (nil: none yet)
+	loggedUnread  int               // the unread count last logged (--plain)
+	activity      int               // recency, for the order of the list
 }
 
 func (c *convState) lastSeq() uint64 {
@@ -116,7 +128,15 @@ func (c *convState) lastSeq() uint64 {
 	return last
 }
 
+// unread is the conversation's unread count: the SDK list's, else counted
+// from the lines shown.
 func (c *convState) unread() int {
+	if e := c.entry; e != nil {
+		if c.marked >= e.LastSeq {
+			return 0 // marked read here up to its end: the mark is on its way
+		}
+		return int(e.Unread) // exact, whatever earlier runs printed
+	}
 	n := 0
 	for _, l := range c.lines {
 		if !l.own && l.seq > c.readSeq {
@@ -124,6 +144,15 @@ func (c *convState) unread() int {
 		}
 	}
 	return n
+}
+
+// lastKnown is the newest seq known, from the lines or the list.
+func (c *convState) lastKnown() uint64 {
+	last := c.lastSeq()
+	if c.entry != nil {
+		last = max(last, c.entry.LastSeq)
+	}
+	return last
 }
 
 // sortLines restores the order of the invariant after a seq was set.
@@ -255,7 +284,7 @@ func (s *chatState) fail(format string, args ...any) {
 func (s *chatState) conv(id string) *convState {
 	c := s.convs[id]
 	if c == nil {
-		c = &convState{id: id, bySeq: make(map[uint64]*chatLine)}
+		c = &convState{id: id, bySeq: make(map[uint64]*chatLine), readCounts: make(map[uint64]uint32)}
 		s.convs[id] = c
 	}
 	return c
@@ -344,7 +373,7 @@ func (s *chatState) markRead(conv string, force bool) []any {
 	if c == nil {
 		return nil
 	}
-	last := c.lastSeq()
+	last := c.lastKnown()
 	if last == 0 || last <= c.marked || (!force && c.unread() == 0) {
 		return nil
 	}
@@ -360,14 +389,81 @@ func (s *chatState) markRead(conv string, force bool) []any {
 }
 
 // seed loads the tail of the local timeline: what earlier runs showed
-// (so it is not unread). delivered is the SDK's last delivered user seq.
+// (so it is not unread), with the reads, deletions and receipts among it.
+// delivered is the SDK's last delivered user seq.
 func (s *chatState) seed(entries []pim.TimelineEntry, delivered uint64) {
 	for _, e := range entries {
-		m := e.Message
-		s.addMessage(m, m.GetSender() == s.me && m.GetSenderDevice() == s.device, true)
+		if m := e.Message; m != nil {
+			s.addMessage(m, m.GetSender() == s.me && m.GetSenderDevice() == s.device, true)
+		}
+		switch k := e.Event.GetKind().(type) {
+		case *pimv1.Event_Read:
+			s.noteRead(k.Read.GetConv(), k.Read.GetSeq(), k.Read.GetUser() == s.me)
+		case *pimv1.Event_Hidden:
+			s.hideLine(k.Hidden.GetConv(), k.Hidden.GetSeq())
+		case *pimv1.Event_Receipt:
+			r := k.Receipt
+			var reads []pim.MessageReads
+			for _, m := range r.GetMessages() {
+				reads = append(reads, pim.MessageReads{Seq: m.GetSeq(), ReadCount: m.GetReadCount()})
+			}
+			s.noteReceipt(r.GetConv(), r.GetKind(), r.GetSeq(), reads)
+		}
 		s.lastUserSeq = max(s.lastUserSeq, e.UserSeq)
 	}
 	s.lastUserSeq = max(s.lastUserSeq, delivered)
+}
+
+// seedList takes the SDK's conversation list at start (most recent
+// first): unread counts and read positions, and the order of the list.
+func (s *chatState) seedList(convs []pim.Conversation) {
+	for i := len(convs) - 1; i >= 0; i-- {
+		c := s.setEntry(convs[i])
+		c.loggedUnread = c.unread()
+		s.touch(c)
+	}
+}
+
+// setEntry takes an entry of the SDK's conversation list.
+func (s *chatState) setEntry(e pim.Conversation) *convState {
+	c := s.conv(e.Conv)
+	c.entry = &e
+	c.readSeq = max(c.readSeq, e.ReadSeq)
+	c.peerRead = e.PeerReadSeq // exact (0 while read receipts are off)
+	c.peerDelivered = max(c.peerDelivered, e.PeerDeliveredSeq)
+	return c
+}
+
+// noteRead moves a read position: this user's (own) or a 1:1 peer's.
+func (s *chatState) noteRead(conv string, seq uint64, own bool) {
+	c := s.conv(conv)
+	if own {
+		c.readSeq = max(c.readSeq, seq)
+	} else {
+		c.peerRead = max(c.peerRead, seq)
+	}
+}
+
+// hideLine removes conv/seq (deleted for this user).
+func (s *chatState) hideLine(conv string, seq uint64) {
+	c := s.conv(conv)
+	if l := c.bySeq[seq]; l != nil {
+		delete(c.bySeq, seq)
+		s.removeLine(c, l)
+	}
+}
+
+// noteReceipt records what happened to this user's messages.
+func (s *chatState) noteReceipt(conv string, kind pimv1.ReceiptKind, seq uint64, reads []pim.MessageReads) {
+	c := s.conv(conv)
+	switch kind {
+	case pim.ReceiptDelivered:
+		c.peerDelivered = max(c.peerDelivered, seq)
+	case pim.ReceiptRead:
+		for _, r := range reads {
+			c.readCounts[r.Seq] = r.ReadCount
+		}
+	}
 }
 
 // seedPending shows a message an earlier run left in the outbox (its text
@@ -474,13 +570,38 @@ func (s *chatState) apply(ev pim.Event) []any {
 			return nil
 		}
 		s.lastUserSeq = max(s.lastUserSeq, e.UserSeq)
-		c := s.conv(e.Conv)
-		if e.Own {
-			c.readSeq = max(c.readSeq, e.Seq)
-		} else {
-			c.peerRead = max(c.peerRead, e.Seq)
-		}
+		s.noteRead(e.Conv, e.Seq, e.Own)
 		s.logf("read %s #%d by %s/%s", e.Conv, e.Seq, e.User, e.Device)
+	case pim.HiddenEvent:
+		if e.UserSeq != 0 && e.UserSeq <= s.lastUserSeq {
+			return nil
+		}
+		s.lastUserSeq = max(s.lastUserSeq, e.UserSeq)
+		s.hideLine(e.Conv, e.Seq)
+		s.logf("hidden %s #%d on %s", e.Conv, e.Seq, e.Device)
+	case pim.ReceiptEvent:
+		if e.UserSeq != 0 && e.UserSeq <= s.lastUserSeq {
+			return nil
+		}
+		s.lastUserSeq = max(s.lastUserSeq, e.UserSeq)
+		s.noteReceipt(e.Conv, e.Kind, e.Seq, e.Reads)
+		if e.Kind == pim.ReceiptDelivered {
+			s.logf("receipt %s delivered #%d to %s", e.Conv, e.Seq, e.User)
+		} else {
+			var parts []string
+			for _, r := range e.Reads {
+				parts = append(parts, fmt.Sprintf("#%d by %d", r.Seq, r.ReadCount))
+			}
+			s.logf("receipt %s read %s", e.Conv, strings.Join(parts, ", "))
+		}
+	case pim.UnknownEvent:
+		s.lastUserSeq = max(s.lastUserSeq, e.UserSeq)
+	case pim.ConversationEvent:
+		c := s.setEntry(e.Conversation)
+		if n := c.unread(); n != c.loggedUnread {
+			c.loggedUnread = n
+			s.logf("unread %s %d", c.id, n)
+		}
 	case pim.ConnStateEvent:
 		s.conn, s.connAddr, s.connErr, s.retryAt = e.State, e.Addr, e.Err, e.Retry
 		if e.State != pim.Connected {
@@ -499,8 +620,8 @@ func (s *chatState) apply(ev pim.Event) []any {
 		s.logf("caught-up")
 	case pim.ResyncEvent:
 		for _, c := range s.convs {
-			c.lines, c.bySeq = nil, make(map[uint64]*chatLine)
-			c.readSeq, c.marked, c.peerRead = 0, 0, 0
+			c.lines, c.bySeq, c.readCounts = nil, make(map[uint64]*chatLine), make(map[uint64]uint32)
+			c.readSeq, c.marked, c.peerRead, c.peerDelivered, c.entry = 0, 0, 0, 0, nil
 		}
 		s.lastUserSeq = 0
 		s.info("the server's data changed (epoch %s -> %s): the timeline is delivered again", e.OldEpoch, e.NewEpoch)

@@ -482,3 +482,84 @@ func TestChatReadMarksRefused(t *testing.T) {
 		t.Fatalf("/read after a refusal: %v", got)
 	}
 }
+
+// The SDK's conversation list drives the unread counts (also of messages
+// never shown here), opening a conversation marks it read up to the list's
+// last message, and receipts mark my messages: read and delivered in 1:1,
+// read counts in groups. A message deleted for me disappears.
+func TestChatListUnreadAndReceiptMarks(t *testing.T) {
+	tu := newTestUI(t)
+	s := tu.u.s
+	for i := uint64(1); i <= 4; i++ {
+		tu.ev(pim.MessageEvent{UserSeq: i, Own: true, Message: textMsg(dm, i, "alice", "laptop", fmt.Sprintf("mine %d", i), fmt.Sprintf("m%d", i))})
+	}
+	tu.ev(pim.MessageEvent{UserSeq: 5, Message: textMsg("g:team", 2, "alice", "laptop", "to the team", "g2")})
+	tu.ev(pim.MessageEvent{UserSeq: 6, Message: textMsg("g:team", 3, "alice", "phone", "from my phone", "g3")})
+	// The list (as at start, or after a reconnect): bob wrote 3 more that
+	// this run never showed; bob read up to 2, got up to 4.
+	s.seedList([]pim.Conversation{
+		{Conv: "d:alice:carol", LastSeq: 1, Unread: 1, Activity: 12},
+		{Conv: dm, LastSeq: 7, Unread: 3, Activity: 11, PeerReadSeq: 2, PeerDeliveredSeq: 4},
+		{Conv: "g:team", LastSeq: 3, Activity: 6, JoinSeq: 1},
+	})
+	tu.showsRe(`@carol +\(1\)│`, `@bob +\(3\)│`, `#team +│`)
+	if got := tu.takeEffs(); len(got) != 0 {
+		t.Fatalf("marked read without looking: %v", got)
+	}
+	// Viewing @bob marks it read up to the list's last message.
+	tu.typeLine("/to bob")
+	if got := tu.takeEffs(); !reflect.DeepEqual(got, []any{effLoad{conv: dm}, effMarkRead{conv: dm, seq: 7}}) {
+		t.Fatalf("effects of opening @bob: %v", got)
+	}
+	tu.lacksRe(`@bob +\(\d`)
+	tu.shows("mine 1 "+markRead, "mine 2 "+markRead, "mine 3 "+markDelivered, "mine 4 "+markDelivered)
+	tu.lacks("mine 3 " + markRead)
+	// The read comes back through the list; bob read everything.
+	tu.ev(pim.ReadEvent{UserSeq: 7, Conv: dm, Seq: 7, User: "alice", Device: "laptop", Own: true})
+	tu.ev(pim.ReadEvent{UserSeq: 8, Conv: dm, Seq: 4, User: "bob", Device: "phone"})
+	tu.ev(pim.ConversationEvent{Conversation: pim.Conversation{Conv: dm, LastSeq: 7, ReadSeq: 7, Activity: 11,
+		PeerReadSeq: 4, PeerDeliveredSeq: 4, Version: 8}})
+	tu.shows("mine 3 "+markRead, "mine 4 "+markRead)
+	tu.lacksRe(`@bob +\(\d`)
+	// carol's conversation was read on another device.
+	tu.ev(pim.ConversationEvent{Conversation: pim.Conversation{Conv: "d:alice:carol", LastSeq: 1, ReadSeq: 1, Activity: 12}})
+	tu.lacksRe(`@carol +\(\d`)
+	// A delivered receipt for a message bob has not read.
+	tu.ev(pim.MessageEvent{UserSeq: 9, Own: true, Message: textMsg(dm, 8, "alice", "laptop", "mine 8", "m8")})
+	tu.shows("mine 8 " + markSent)
+	tu.ev(pim.ReceiptEvent{UserSeq: 10, Conv: dm, Kind: pim.ReceiptDelivered, Seq: 8, User: "bob"})
+	tu.shows("mine 8 " + markDelivered)
+	tu.lacks("mine 8 " + markRead)
+	// Deleted for me (on another device): the line goes.
+	tu.ev(pim.HiddenEvent{UserSeq: 11, Conv: dm, Seq: 2, Device: "phone"})
+	tu.lacks("mine 2")
+	tu.shows("mine 1", "mine 3")
+	// Group read counts, on messages from any of my devices.
+	tu.ev(pim.ReceiptEvent{UserSeq: 12, Conv: "g:team", Kind: pim.ReceiptRead,
+		Reads: []pim.MessageReads{{Seq: 2, ReadCount: 2}, {Seq: 3, ReadCount: 1}}})
+	tu.typeLine("/group team")
+	tu.shows("me: to the team "+markSent+" read by 2", "me (phone): from my phone "+markSent+" read by 1")
+	// A replayed event (at or below the last user seq) changes nothing.
+	tu.ev(pim.HiddenEvent{UserSeq: 11, Conv: "g:team", Seq: 2})
+	tu.shows("to the team")
+
+	// --plain: one line per receipt, deletion and change of an unread count.
+	p := newChatState("alice", "laptop", time.UTC)
+	p.seedList([]pim.Conversation{{Conv: dm, LastSeq: 1, Unread: 1, Activity: 1}})
+	p.apply(pim.MessageEvent{UserSeq: 2, Message: textMsg(dm, 2, "bob", "phone", "more", "")})
+	p.apply(pim.ConversationEvent{Conversation: pim.Conversation{Conv: dm, LastSeq: 2, Unread: 2, Activity: 2}})
+	p.apply(pim.ConversationEvent{Conversation: pim.Conversation{Conv: dm, LastSeq: 2, Unread: 2, Activity: 2, PeerDeliveredSeq: 1}})
+	p.apply(pim.ReceiptEvent{UserSeq: 3, Conv: dm, Kind: pim.ReceiptDelivered, Seq: 1, User: "bob"})
+	p.apply(pim.HiddenEvent{UserSeq: 4, Conv: dm, Seq: 2, Device: "phone"})
+	p.apply(pim.ReceiptEvent{UserSeq: 5, Conv: "g:team", Kind: pim.ReceiptRead, Reads: []pim.MessageReads{{Seq: 4, ReadCount: 3}}})
+	want := []string{
+		`msg d:alice:bob #2 bob/phone: more`,
+		"unread d:alice:bob 2",
+		"receipt d:alice:bob delivered #1 to bob",
+		"hidden d:alice:bob #2 on phone",
+		"receipt g:team read #4 by 3",
+	}
+	if got := p.takeLog(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("log:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}

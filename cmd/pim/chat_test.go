@@ -160,8 +160,9 @@ func chatToken(t *testing.T, srv *server.Server, user string) string {
 }
 
 // Two users chat through a real server with `pim chat --plain`: messages
-// both ways with their states, a read receipt, a group, and a message
-// written while the server was unreachable that goes out at the next run.
+// both ways with their states, unread counts from the SDK's list, delivered
+// and read receipts, a group, and a message written while the server was
+// unreachable that goes out at the next run.
 func TestChatPlainEndToEnd(t *testing.T) {
 	srv := startChatServer(t)
 	addr := srv.TCPAddr().String()
@@ -180,6 +181,9 @@ func TestChatPlainEndToEnd(t *testing.T) {
 	alice.waitFor(`send d:alice:bob id=\S+ sent #2`)
 	bob.waitFor(`msg d:alice:bob #1 alice/laptop: hello bob`)
 	bob.waitFor(`msg d:alice:bob #2 alice/laptop: second`)
+	// The SDK's conversation list counts them; bob's device got them.
+	bob.waitFor(`unread d:alice:bob 2`)
+	alice.waitFor(`receipt d:alice:bob delivered #2 to bob`)
 
 	bob.say("/read", "hi alice")
 	alice.waitFor(`msg d:alice:bob #3 bob/phone: hi alice`)
@@ -190,6 +194,7 @@ func TestChatPlainEndToEnd(t *testing.T) {
 		t.Log("the server refuses read marks: no read receipt to check")
 	} else {
 		alice.waitFor(`read d:alice:bob #2 by bob/phone`)
+		bob.waitFor(`unread d:alice:bob 0`)
 	}
 	bob.waitFor(`send d:alice:bob id=\S+ sent #3`)
 

@@ -19,16 +19,18 @@ import (
 	pim "github.com/pim-project/pim/sdk/go"
 )
 
-// Send-state markers.
+// Send-state and receipt markers.
 const (
-	markQueued  = "◷"
-	markSending = "⇡"
-	markSent    = "✓"
-	markRead    = "✓✓"
-	markFailed  = "✗"
+	markQueued    = "◷"
+	markSending   = "⇡"
+	markSent      = "✓"
+	markDelivered = "✓✓"
+	markRead      = "✓✓ read"
+	markFailed    = "✗"
 )
 
-const chatLegend = markQueued + " queued  " + markSending + " sending  " + markSent + " sent  " + markRead + " read  " + markFailed + " failed"
+const chatLegend = markQueued + " queued  " + markSending + " sending  " + markSent + " sent  " +
+	markDelivered + " delivered  " + markRead + "  " + markFailed + " failed"
 
 // Messages the driver sends the UI.
 type (
@@ -291,15 +293,33 @@ func (u *chatUI) lineText(c *convState, l *chatLine) string {
 	case stSending:
 		s += " " + markSending
 	case stSent:
-		if l.seq != 0 && l.seq <= c.peerRead {
-			s += " " + markRead
-		} else {
-			s += " " + markSent
+		s += " " + receiptMark(c, l, markSent)
+	case stReceived:
+		if m := receiptMark(c, l, ""); l.own && m != "" {
+			s += " " + m // sent from another device of mine
 		}
 	case stFailed:
 		s += " " + markFailed + " failed: " + l.err + " (/retry)"
 	}
 	return s
+}
+
+// receiptMark is what receipts say about one of my stored messages: read
+// or delivered (1:1), the read count (groups), else dflt.
+func receiptMark(c *convState, l *chatLine, dflt string) string {
+	switch {
+	case l.seq == 0:
+		return dflt
+	case strings.HasPrefix(c.id, "g:"):
+		if n := c.readCounts[l.seq]; n > 0 {
+			return fmt.Sprintf("%s read by %d", markSent, n)
+		}
+	case l.seq <= c.peerRead:
+		return markRead
+	case l.seq <= c.peerDelivered:
+		return markDelivered
+	}
+	return dflt
 }
 
 func (u *chatUI) statusText() string {

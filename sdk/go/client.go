@@ -3,16 +3,19 @@
 // Invariants of this file:
 //   - The core is touched only by the loop goroutine (loop.go). App calls
 //     become inputs the loop applies; a call that changes durable state
-//     (Send, group commands, RetryFailed, Discard) returns only after the
-//     loop committed the Ready that follows it, so a nil error means the
-//     change is on disk and survives an app crash.
+//     (Send, offline commands: group operations, MarkRead, Hide,
+//     SetReadReceipts; RetryFailed, Discard) returns only after the loop
+//     committed the Ready that follows it, so a nil error means the change
+//     is on disk and survives an app crash.
 //   - Every goroutine the Client starts is owned: the loop (loopDone), and
 //     in wg the event pump, the dialer/reader and the writer of each
 //     connection, and LBS look-ups. Close cancels the Client's context and
 //     returns after all of them have ended and the store is closed.
-//   - Queries that need no core state (Messages, Timeline, ServerNow,
-//     ConnState) never wait for the loop: they read the store or the
-//     snapshot the loop publishes after each batch.
+//   - Queries that need no core state (Messages, Timeline, Conversations,
+//     ServerNow, ConnState) never wait for the loop: they read the store or
+//     the snapshot the loop publishes after each batch. Online requests
+//     (History, Members, Receipts, ReadReceipts) go through the loop and
+//     wait for a connection within their context.
 
 package pim
 
@@ -71,6 +74,7 @@ type snapshot struct {
 	bound     time.Duration
 	clockOK   bool
 	delivered uint64
+	list      core.ListStatus
 }
 
 // Connect opens the local store in opts.DataDir, resumes the outbox,
@@ -206,7 +210,8 @@ func (cl *Client) lbsServers(a *LBSAnswer) []string {
 
 func (cl *Client) publish(l *loop) {
 	off, bound, ok := l.c.Offset()
-	cl.snap.Store(&snapshot{conn: l.c.ConnState(), offset: off, bound: bound, clockOK: ok, delivered: l.c.Delivered()})
+	cl.snap.Store(&snapshot{conn: l.c.ConnState(), offset: off, bound: bound, clockOK: ok, delivered: l.c.Delivered(),
+		list: l.c.ListStatus()})
 }
 
 // setErr records the terminal error (the first one wins).
@@ -295,14 +300,15 @@ func (cl *Client) User() string { return cl.opts.User }
 // DeviceID is the Client's device.
 func (cl *Client) DeviceID() string { return cl.opts.DeviceID }
 
-// Events returns the single stream of events: messages (each exactly once,
-// in user-seq order), send states, connection states, caught-up marks,
-// group changes and command results, in the order they happened. Read it
-// continuously; it is closed after Close.
+// Events returns the single stream of events: the timeline (messages,
+// reads, hidden messages, receipts: each exactly once, in user-seq order,
+// gap-free), send states, connection states, caught-up marks, group
+// changes, command results and conversation-list changes, in the order
+// they happened. Read it continuously; it is closed after Close.
 //
-// A message is in the local store before its event is sent here, so an app
-// that crashes after the store committed but before it handled the event
-// finds it with Timeline (keep the last UserSeq you handled).
+// A timeline event is in the local store before it is sent here, so an
+// app that crashes after the store committed but before it handled the
+// event finds it with Timeline (keep the last UserSeq you handled).
 func (cl *Client) Events() <-chan Event { return cl.events }
 
 // Send queues a text message to conv. It returns once the message is
@@ -431,6 +437,86 @@ func (cl *Client) MarkRead(ctx context.Context, conv string, seq uint64) (*Comma
 		return nil, fmt.Errorf("pim: mark read: want a conversation id and a positive seq, got %q, %d", conv, seq)
 	}
 	return cl.command(ctx, conv, &pimv1.Frame{Body: &pimv1.Frame_ReadReq{ReadReq: &pimv1.ReadReq{Conv: conv, Seq: seq}}})
+}
+
+// Hide deletes conv/seq for this user only ("delete for me"),
+// offline-capable: stored, replayed in order after reconnecting, applied
+// once (the server ignores a repeat). Every device of the user then gets a
+// HiddenEvent, removes the message from Messages and, if it was unread,
+// from the unread count; History no longer returns it.
+func (cl *Client) Hide(ctx context.Context, conv string, seq uint64) (*Command, error) {
+	if !core.ValidConv(conv) || seq == 0 {
+		return nil, fmt.Errorf("pim: hide: want a conversation id and a positive seq, got %q, %d", conv, seq)
+	}
+	return cl.command(ctx, conv, &pimv1.Frame{Body: &pimv1.Frame_HideReq{HideReq: &pimv1.HideReq{Conv: conv, Seq: seq}}})
+}
+
+// SetReadReceipts turns the user's read receipts on or off, for all their
+// devices (offline-capable like Hide). Off means neither sending nor
+// seeing them: 1:1 peers are not told of this user's reads, and this user
+// gets no peer read positions and no group read counts.
+func (cl *Client) SetReadReceipts(ctx context.Context, on bool) (*Command, error) {
+	return cl.command(ctx, "", &pimv1.Frame{Body: &pimv1.Frame_SettingsReq{SettingsReq: &pimv1.SettingsReq{ReadReceipts: &on}}})
+}
+
+// ReadReceipts asks the server whether the user's read receipts are on
+// (online: it waits for the connection within ctx).
+func (cl *Client) ReadReceipts(ctx context.Context) (bool, error) {
+	f, err := cl.call(ctx, &pimv1.Frame{Body: &pimv1.Frame_SettingsReq{SettingsReq: &pimv1.SettingsReq{}}})
+	if err != nil {
+		return false, fmt.Errorf("pim: read settings: %w", err)
+	}
+	r := f.GetSettingsResp()
+	if r == nil {
+		return false, fmt.Errorf("pim: read settings: unexpected answer %T", f.GetBody())
+	}
+	return r.GetReadReceipts(), nil
+}
+
+// MessageReceipts is who read one of the user's messages.
+type MessageReceipts struct {
+	Conv string
+	Seq  uint64
+	// ReadCount is the number of users (the sender excepted) who read it.
+	ReadCount int
+	// Readers names them, sorted by user id.
+	Readers []string
+}
+
+// Receipts asks the server who read conv/seq, one of this user's own
+// messages (online; FORBIDDEN for another user's message or with read
+// receipts off). It reads every page of readers; ReceiptsPage reads one.
+func (cl *Client) Receipts(ctx context.Context, conv string, seq uint64) (*MessageReceipts, error) {
+	out := &MessageReceipts{Conv: conv, Seq: seq, Readers: []string{}}
+	after := ""
+	for {
+		p, err := cl.ReceiptsPage(ctx, conv, seq, after, 1000)
+		if err != nil {
+			return nil, err
+		}
+		out.ReadCount = int(p.GetReadCount())
+		out.Readers = append(out.Readers, p.GetReaders()...)
+		if !p.GetHasMore() || len(p.GetReaders()) == 0 {
+			return out, nil
+		}
+		after = p.GetReaders()[len(p.GetReaders())-1]
+	}
+}
+
+// ReceiptsPage asks for one page of the readers of conv/seq: up to limit
+// (0: the server's default) after the user afterUser ("": from the first).
+func (cl *Client) ReceiptsPage(ctx context.Context, conv string, seq uint64, afterUser string, limit int) (*pimv1.ReceiptsResp, error) {
+	f, err := cl.call(ctx, &pimv1.Frame{Body: &pimv1.Frame_ReceiptsReq{ReceiptsReq: &pimv1.ReceiptsReq{
+		Conv: conv, Seq: seq, AfterUser: afterUser, Limit: uint32(max(limit, 0)),
+	}}})
+	if err != nil {
+		return nil, fmt.Errorf("pim: receipts of %s/%d: %w", conv, seq, err)
+	}
+	r := f.GetReceiptsResp()
+	if r == nil {
+		return nil, fmt.Errorf("pim: receipts of %s/%d: unexpected answer %T", conv, seq, f.GetBody())
+	}
+	return r, nil
 }
 
 // command queues an offline command about conv and returns its handle.
@@ -576,7 +662,8 @@ func (cl *Client) SetToken(token string) {
 // ConnState is the connection's state (as of the last event).
 func (cl *Client) ConnState() ConnState { return cl.snap.Load().conn }
 
-// Delivered is the user seq of the last message delivered to the app.
+// Delivered is the user seq of the last timeline event delivered to the
+// app.
 func (cl *Client) Delivered() uint64 { return cl.snap.Load().delivered }
 
 // ServerNow is the local clock corrected by the estimated offset to the
@@ -591,14 +678,37 @@ func (cl *Client) ClockOffset() (offset, errorBound time.Duration, ok bool) {
 	return s.offset, s.bound, s.clockOK
 }
 
-// Timeline returns up to limit messages of the local timeline after
-// afterUserSeq, in order: everything delivered, from the local store.
+// Timeline returns up to limit entries of the local timeline after
+// afterUserSeq, in order and gap-free: every event delivered (messages,
+// and reads, hidden messages and receipts as Event), from the local store.
 func (cl *Client) Timeline(afterUserSeq uint64, limit int) ([]TimelineEntry, error) {
 	return cl.st.timeline(afterUserSeq, limit)
 }
 
 // Messages returns up to limit locally stored messages of conv before
-// beforeSeq (0: the newest), ascending.
+// beforeSeq (0: the newest), ascending. Messages the user hid are not
+// returned.
 func (cl *Client) Messages(conv string, beforeSeq uint64, limit int) ([]*Message, error) {
 	return cl.st.messages(conv, beforeSeq, limit)
 }
+
+// Conversations returns the local conversation list, most recent activity
+// first, from the store (it works offline). The SDK loads it from the
+// server once, syncs what changed (by version) at every connection, and
+// keeps it current from the timeline: unread counts, read positions and
+// peer positions equal the server's once the device is caught up (an entry
+// it cannot derive exactly is Stale until it is fetched again).
+// ConversationEvents report each change.
+func (cl *Client) Conversations() ([]Conversation, error) {
+	return cl.st.conversations()
+}
+
+// Conversation returns one entry of the local conversation list (ok false
+// if the list has none for conv).
+func (cl *Client) Conversation(conv string) (c Conversation, ok bool, err error) {
+	return cl.st.conversation(conv)
+}
+
+// ConvListStatus is the conversation list's synchronisation state (as of
+// the last event).
+func (cl *Client) ConvListStatus() ListStatus { return cl.snap.Load().list }

@@ -12,10 +12,13 @@
 //	for ev := range cl.Events() {              // one stream, in order
 //		switch e := ev.(type) {
 //		case pim.MessageEvent:   // each message exactly once, in order
+//		case pim.ReadEvent, pim.HiddenEvent, pim.ReceiptEvent: // the rest of the timeline
+//		case pim.ConversationEvent: // the conversation list changed
 //		case pim.SendStateEvent: // queued -> sending -> sent | failed
 //		case pim.ConnStateEvent, pim.CaughtUpEvent, pim.GroupEvent, pim.CommandResultEvent:
 //		}
 //	}
+//	convs, err := cl.Conversations() // unread counts, read marks; offline too
 //
 // # Guarantees
 //
@@ -26,13 +29,21 @@
 //     runs out (Failed; RetryFailed resends it with the same id). An app
 //     killed at any point resumes its outbox at the next Connect: every
 //     message is stored once, in the order it was sent.
-//   - Receiving: every message of the user's timeline reaches Events
-//     exactly once and in order (user-seq order, which is seq order within
-//     a conversation), across reconnects and restarts. Gaps are filled by
-//     sync, duplicates dropped; a CaughtUpEvent marks the end of the backlog
-//     after each connect.
-//   - Offline commands: group operations are stored and replayed in order
-//     after reconnecting; the server applies each once (client_req_id).
+//   - Receiving: every event of the user's timeline (messages, reads,
+//     hidden messages, receipts) reaches Events exactly once and in order
+//     (user-seq order, gap-free, which is seq order within a conversation),
+//     across reconnects and restarts. Gaps are filled by sync, duplicates
+//     dropped; a CaughtUpEvent marks the end of the backlog after each
+//     connect.
+//   - Offline commands: group operations, MarkRead, Hide and
+//     SetReadReceipts are stored and replayed in order after reconnecting;
+//     the server applies each once (client_req_id, or an idempotent
+//     request).
+//   - The conversation list (Conversations): loaded once, synced by version
+//     at every connection (O(changed)), kept current from the timeline in
+//     between; its unread counts and read positions equal the server's once
+//     the device is caught up (an entry it cannot derive exactly is fetched
+//     again, never guessed).
 //   - Connection: the SDK reconnects by itself (full-jitter backoff,
 //     retry_after and GoAway honoured), detects dead connections (missed
 //     Pong, repeated timeouts), keeps NAT mappings alive with a heartbeat
@@ -57,8 +68,6 @@
 //
 // The local store (Options.DataDir) holds the outbox, pending commands,
 // the timeline cursor, learned heartbeat intervals, the clock estimate, the
-// last LBS answer, and every message delivered (Timeline, Messages).
-//
-// Read receipts (mark-read) are not in the protocol yet; they will be an
-// offline command like the group operations.
+// last LBS answer, the conversation list, and every timeline event
+// delivered (Timeline, Messages).
 package pim

@@ -12,9 +12,11 @@ import (
 	"github.com/pim-project/pim/sdk/go/core"
 )
 
-// Event is one item of Client.Events. The concrete types are
-// MessageEvent, SendStateEvent, ConnStateEvent, CaughtUpEvent, ResyncEvent,
-// GroupEvent and CommandResultEvent.
+// Event is one item of Client.Events. The concrete types are the
+// timeline's (MessageEvent, ReadEvent, HiddenEvent, ReceiptEvent,
+// UnknownEvent: each with its UserSeq, gap-free, exactly once, in order),
+// SendStateEvent, ConnStateEvent, CaughtUpEvent, ResyncEvent, GroupEvent,
+// CommandResultEvent and ConversationEvent.
 type Event = core.Event
 
 type (
@@ -34,8 +36,23 @@ type (
 	// (Own: clear unread marks up to Seq) or, in a 1:1, the peer's (a read
 	// receipt).
 	ReadEvent = core.ReadEvent
+	// HiddenEvent: the user deleted a message for themselves ("delete for
+	// me") on one of their devices: stop showing it. Messages no longer
+	// returns it.
+	HiddenEvent = core.HiddenEvent
+	// ReceiptEvent: what happened to the user's own messages: DELIVERED
+	// (1:1: they reached a device of the peer, up to Seq) or READ (groups:
+	// new read counts, coalesced by the server).
+	ReceiptEvent = core.ReceiptEvent
+	// UnknownEvent: a timeline event of a kind this SDK does not know (a
+	// newer server), handed over so that user seqs stay gap-free.
+	UnknownEvent = core.UnknownEvent
+	// ConversationEvent: an entry of the conversation list changed (its new
+	// state; Client.Conversations has the whole list).
+	ConversationEvent = core.ConversationEvent
 	// ResyncEvent: the server's data set changed (another epoch); the local
-	// timeline was cleared and is delivered again from the start.
+	// timeline and conversation list were cleared and are delivered again
+	// from the start.
 	ResyncEvent = core.ResyncEvent
 	// GroupEvent accompanies the MessageEvent of a membership change.
 	GroupEvent = core.GroupEvent
@@ -46,6 +63,23 @@ type (
 
 // Message is a message of a conversation, as the server stored it.
 type Message = pimv1.Message
+
+// Conversation is one entry of the local conversation list: the last
+// message, the read position and the exact unread count, and for 1:1 the
+// peer's read and delivered positions (see Client.Conversations).
+type Conversation = core.Conversation
+
+// ListStatus is the conversation list's synchronisation state.
+type ListStatus = core.ListStatus
+
+// MessageReads is the read count of one message (ReceiptEvent.Reads).
+type MessageReads = core.MessageReads
+
+// Receipt kinds (ReceiptEvent.Kind).
+const (
+	ReceiptDelivered = pimv1.ReceiptKind_RECEIPT_KIND_DELIVERED
+	ReceiptRead      = pimv1.ReceiptKind_RECEIPT_KIND_READ
+)
 
 // SendState is the state of an outgoing message.
 type SendState = core.SendState

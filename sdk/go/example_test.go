@@ -165,3 +165,95 @@ func ExampleClient_CreateGroup() {
 	// bob: g:team seq 2 MESSAGE_TYPE_TEXT "welcome to the team"
 	// members: 2
 }
+
+// waitConv reads events until a ConversationEvent satisfies ok.
+func waitConv(cl *pim.Client, ok func(pim.Conversation) bool) pim.Conversation {
+	for ev := range cl.Events() {
+		if e, is := ev.(pim.ConversationEvent); is && ok(e.Conversation) {
+			return e.Conversation
+		}
+	}
+	return pim.Conversation{}
+}
+
+// The conversation list: unread counts and read positions, stored locally
+// (an app shows it offline), kept current by the SDK and equal to the
+// server's. A read on one side is a read receipt on the other.
+func ExampleClient_Conversations() {
+	d := newDemo()
+	defer d.close()
+	alice := d.connect("alice", "phone")
+	defer alice.Close()
+	bob := d.connect("bob", "phone")
+	defer bob.Close()
+	ctx := context.Background()
+
+	for _, text := range []string{"lunch?", "at noon"} {
+		if _, err := alice.SendTo(ctx, "bob", text); err != nil {
+			log.Fatal(err)
+		}
+	}
+	c := waitConv(bob, func(c pim.Conversation) bool { return c.Unread == 2 })
+	fmt.Printf("bob: %s, %d unread, the last: %q\n", c.Conv, c.Unread, c.LastMessage.GetBody())
+
+	if _, err := bob.MarkRead(ctx, c.Conv, c.LastSeq); err != nil { // an offline command
+		log.Fatal(err)
+	}
+	waitConv(bob, func(c pim.Conversation) bool { return c.Unread == 0 })
+	list, err := bob.Conversations()
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("bob's list: %d conversation, read up to #%d, %d unread\n", len(list), list[0].ReadSeq, list[0].Unread)
+
+	c = waitConv(alice, func(c pim.Conversation) bool { return c.PeerReadSeq == 2 })
+	fmt.Printf("alice: bob read up to #%d\n", c.PeerReadSeq)
+	// Output:
+	// bob: d:alice:bob, 2 unread, the last: "at noon"
+	// bob's list: 1 conversation, read up to #2, 0 unread
+	// alice: bob read up to #2
+}
+
+// Delete for me: an offline command like the others. Every device of the
+// user gets a HiddenEvent; the message leaves the local store's Messages
+// and the server's History, for this user only.
+func ExampleClient_Hide() {
+	d := newDemo()
+	defer d.close()
+	alice := d.connect("alice", "phone")
+	defer alice.Close()
+	bob := d.connect("bob", "phone")
+	defer bob.Close()
+	ctx := context.Background()
+
+	out, err := alice.SendTo(ctx, "bob", "oops, wrong chat")
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := out.Wait(ctx); err != nil {
+		log.Fatal(err)
+	}
+	m := nextMessage(bob)
+	if _, err := bob.Hide(ctx, m.GetConv(), m.GetSeq()); err != nil {
+		log.Fatal(err)
+	}
+	for ev := range bob.Events() {
+		if h, ok := ev.(pim.HiddenEvent); ok {
+			fmt.Printf("hidden: %s #%d (on %s)\n", h.Conv, h.Seq, h.Device)
+			break
+		}
+	}
+	local, _ := bob.Messages(m.GetConv(), 0, 10)
+	page, err := bob.History(ctx, m.GetConv(), 0, 10)
+	if err != nil {
+		log.Fatal(err)
+	}
+	theirs, err := alice.History(ctx, m.GetConv(), 0, 10)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("bob: stored", len(local), "history", len(page.Messages), "· alice: history", len(theirs.Messages))
+	// Output:
+	// hidden: d:alice:bob #1 (on phone)
+	// bob: stored 0 history 0 · alice: history 1
+}

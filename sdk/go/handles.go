@@ -132,9 +132,10 @@ func (o *Outgoing) update(e core.SendStateEvent) {
 	o.changed = make(chan struct{})
 }
 
-// Command is the handle of one offline command (a group operation). It is
-// stored durably and replayed after reconnects and restarts until the
-// server answers; the answer also arrives as a CommandResultEvent.
+// Command is the handle of one offline command (a group operation, a read
+// mark, a hide, a settings change). It is stored durably and replayed
+// after reconnects and restarts until the server answers; the answer also
+// arrives as a CommandResultEvent.
 type Command struct {
 	id      uint64
 	group   string
@@ -157,6 +158,18 @@ func (c *Command) ID() uint64 { return c.id }
 // Group is the group the command concerns (for CreateGroup, the new
 // group's id, known at once so the app can send in it right away).
 func (c *Command) Group() string { return c.group }
+
+// Conv is the conversation the command concerns ("" for settings): the
+// same as Group for group commands.
+func (c *Command) Conv() string { return c.group }
+
+// Response is the server's answer once the command succeeded (a GroupResp,
+// ReadResp, HideResp or SettingsResp frame), or nil.
+func (c *Command) Response() *pimv1.Frame {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.resp
+}
 
 // Done returns a channel closed when the server has answered.
 func (c *Command) Done() <-chan struct{} { return c.done }

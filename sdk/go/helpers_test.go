@@ -6,8 +6,9 @@
 //     every wait is bounded by waitFor and fails the test with what was
 //     seen so far.
 //   - A recorder accumulates one device's events across Client instances
-//     (restarts) and checks, as they arrive, that messages come exactly once
-//     and in order (consecutive user seqs, per-sender order).
+//     (restarts) and checks, as they arrive, that timeline events (messages,
+//     reads, hidden messages, receipts) come exactly once and in order
+//     (consecutive user seqs, per-sender order of messages).
 
 package pim
 
@@ -131,9 +132,12 @@ type recorder struct {
 	done chan struct{} // closed when the attached stream ends
 
 	mu       sync.Mutex
-	last     uint64 // highest user seq shown (messages and reads)
+	last     uint64 // highest user seq shown (every timeline event)
 	msgs     []MessageEvent
 	reads    []ReadEvent
+	hidden   []HiddenEvent
+	receipts []ReceiptEvent
+	convEvs  int              // ConversationEvents
 	keys     map[string]bool  // conv/seq seen
 	bySender map[string][]int // sender prefix -> indices in body order
 	caught   []uint64         // CaughtUpEvent user seqs
@@ -169,18 +173,29 @@ func (r *recorder) detach() {
 func (r *recorder) add(ev Event) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	next := func(us uint64) {
+		if us != r.last+1 {
+			r.errs = append(r.errs, fmt.Sprintf("user seq %d, want %d", us, r.last+1))
+		}
+		r.last = us
+	}
 	switch e := ev.(type) {
 	case ReadEvent:
-		if e.UserSeq != r.last+1 {
-			r.errs = append(r.errs, fmt.Sprintf("user seq %d, want %d", e.UserSeq, r.last+1))
-		}
-		r.last = e.UserSeq
+		next(e.UserSeq)
 		r.reads = append(r.reads, e)
+	case HiddenEvent:
+		next(e.UserSeq)
+		r.hidden = append(r.hidden, e)
+	case ReceiptEvent:
+		next(e.UserSeq)
+		r.receipts = append(r.receipts, e)
+	case UnknownEvent:
+		next(e.UserSeq)
+		r.errs = append(r.errs, fmt.Sprintf("unknown event at user seq %d", e.UserSeq))
+	case ConversationEvent:
+		r.convEvs++
 	case MessageEvent:
-		if e.UserSeq != r.last+1 {
-			r.errs = append(r.errs, fmt.Sprintf("user seq %d, want %d", e.UserSeq, r.last+1))
-		}
-		r.last = e.UserSeq
+		next(e.UserSeq)
 		k := fmt.Sprintf("%s/%d", e.Message.GetConv(), e.Message.GetSeq())
 		if r.keys[k] {
 			r.errs = append(r.errs, "duplicate "+k)
@@ -271,6 +286,17 @@ func (r *recorder) check(t *testing.T, senders map[string]int) {
 	}
 	if len(r.msgs) != total {
 		t.Errorf("%s: %d messages shown, want %d", r.name, len(r.msgs), total)
+	}
+}
+
+// checkOrder fails the test if any timeline event was shown twice, out of
+// order, or after a gap.
+func (r *recorder) checkOrder(t *testing.T) {
+	t.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, e := range r.errs {
+		t.Errorf("%s: %s", r.name, e)
 	}
 }
 

@@ -81,9 +81,28 @@ func TestTwoUsersThreeDevicesEachOnceInOrder(t *testing.T) {
 	if err != nil || len(page) != 5 || page[0].GetSeq() != 6 || page[4].GetSeq() != 10 {
 		t.Fatalf("local page before 11: %v %v", page, err)
 	}
-	tl, err := late.cl.Timeline(uint64(total)-3, 10)
-	if err != nil || len(tl) != 3 || tl[0].UserSeq != uint64(total)-2 {
-		t.Fatalf("local timeline: %v %v", tl, err)
+	// The local timeline is the whole timeline, gap-free: the messages and
+	// the delivered receipts between them.
+	tl, err := late.cl.Timeline(0, 10000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var nmsgs int
+	for i, e := range tl {
+		if e.UserSeq != uint64(i+1) || (e.Message == nil) == (e.Event == nil) {
+			t.Fatalf("local timeline entry %d: %+v", i, e)
+		}
+		if e.Message != nil {
+			nmsgs++
+		} else if e.Event.GetReceipt().GetKind() != ReceiptDelivered {
+			t.Fatalf("local timeline entry %d: %v", i, e.Event)
+		}
+	}
+	if nmsgs != total || tl[len(tl)-1].UserSeq != late.cl.Delivered() {
+		t.Fatalf("local timeline: %d messages in %d entries, delivered %d", nmsgs, len(tl), late.cl.Delivered())
+	}
+	if tail, err := late.cl.Timeline(uint64(len(tl))-3, 10); err != nil || len(tail) != 3 || tail[0].UserSeq != uint64(len(tl))-2 {
+		t.Fatalf("local timeline tail: %v %v", tail, err)
 	}
 	// History, an online request, agrees.
 	h, err := devs[3].cl.History(ctxT(t), conv, 0, 10)

@@ -63,6 +63,9 @@ type Options struct {
 	HTTPClient *http.Client
 	// Tuning overrides the core's defaults (zero fields keep them).
 	Tuning Tuning
+	// NoConvList turns the local conversation list off: no ConvListReq is
+	// sent and Conversations stays empty (e.g. a bot that only sends).
+	NoConvList bool
 }
 
 // TLSOptions configures TLS. Any field set enables TLS for bare addresses.
@@ -125,8 +128,10 @@ type Tuning struct {
 	AckDelay          time.Duration
 	CommandQuarantine time.Duration
 	ClockSamples      int
-	Backoff           BackoffConfig
-	Heartbeat         HeartbeatConfig
+	// ConvListPage is the page size of conversation-list requests (0: 100).
+	ConvListPage uint32
+	Backoff      BackoffConfig
+	Heartbeat    HeartbeatConfig
 
 	// WriteTimeout bounds one write on a connection (0: 10 s); a write that
 	// cannot complete in time ends the connection.
@@ -141,6 +146,7 @@ func (o *Options) coreConfig(servers []string) core.Config {
 		RequestTimeout: t.RequestTimeout, ConnectTimeout: t.ConnectTimeout, DeadAfterTimeouts: t.DeadAfterTimeouts,
 		SyncLimit: t.SyncLimit, AckEvery: t.AckEvery, AckDelay: t.AckDelay,
 		CommandQuarantine: t.CommandQuarantine, ClockSamples: t.ClockSamples,
+		ConvList: !o.NoConvList, ConvListLimit: t.ConvListPage,
 		Backoff: t.Backoff, Heartbeat: t.Heartbeat,
 	}
 }

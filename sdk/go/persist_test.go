@@ -43,8 +43,9 @@ func TestFramesNeverAheadOfTheStore(t *testing.T) {
 					if b.PushAck.GetUserSeq() > meta.Delivered {
 						violations = append(violations, fmt.Sprintf("PushAck(%d) with cursor %d on disk", b.PushAck.GetUserSeq(), meta.Delivered))
 					}
-					if tx.Bucket(bktTimeline).Get(u64(b.PushAck.GetUserSeq())) == nil && b.PushAck.GetUserSeq() > 0 {
-						violations = append(violations, fmt.Sprintf("PushAck(%d) before the message is stored", b.PushAck.GetUserSeq()))
+					us := u64(b.PushAck.GetUserSeq())
+					if tx.Bucket(bktTimeline).Get(us) == nil && tx.Bucket(bktEvents).Get(us) == nil && b.PushAck.GetUserSeq() > 0 {
+						violations = append(violations, fmt.Sprintf("PushAck(%d) before the event is stored", b.PushAck.GetUserSeq()))
 					}
 				case *pimv1.Frame_Hello:
 					checked["hello"]++

@@ -1,19 +1,27 @@
 // The local store: one bbolt file in Options.DataDir holding everything the
-// core persists and the messages the app was shown.
+// core persists (the conversation list included) and the timeline the app
+// was shown.
 //
 // Invariants of this file:
-//   - commit writes one Ready's core.Persist and the messages of its events
-//     in ONE bbolt transaction: one fsync per Ready, and the cursor
-//     (Meta.Delivered) is never on disk without the messages it covers, nor
-//     the messages without the cursor.
+//   - commit writes one Ready's core.Persist and the timeline events of its
+//     events in ONE bbolt transaction: one fsync per Ready, and the cursor
+//     (Meta.Delivered) is never on disk without the events it covers, nor
+//     the events without the cursor. Messages go to the timeline bucket
+//     (indexed per conversation), the other timeline events (reads,
+//     hidden, receipts, unknown kinds) to the events bucket: together they
+//     are the whole timeline up to the cursor, gap-free.
+//   - A HiddenEvent removes its message from the per-conversation index in
+//     the same transaction (Messages stops returning it; the timeline keeps
+//     it, followed by the HiddenEvent).
 //   - load returns exactly the union of the records committed (core.State);
 //     a restarted core built from it resumes where the last commit left it.
 //   - The file belongs to one (user, device): opening it for another fails
 //     instead of mixing two identities' outboxes and cursors.
 //   - A ResyncEvent clears the stored timeline in the same transaction that
-//     resets the cursor, before the new epoch's messages are written.
-//   - Reads (Messages, Timeline) use read-only transactions and may run on
-//     any goroutine, concurrently with the driver's commits.
+//     resets the cursor, before the new epoch's messages are written; the
+//     conversation list is dropped with it (Persist.ResetConvs).
+//   - Reads (Messages, Timeline, Conversations) use read-only transactions
+//     and may run on any goroutine, concurrently with the driver's commits.
 
 package pim
 
@@ -49,7 +57,9 @@ var (
 	bktCommands   = []byte("commands")   // u64 id -> JSON core.CommandEntry
 	bktHeartbeats = []byte("heartbeats") // network -> JSON core.HeartbeatRecord
 	bktTimeline   = []byte("timeline")   // u64 user seq -> proto pimv1.Message
+	bktEvents     = []byte("events")     // u64 user seq -> proto pimv1.Event (not a message)
 	bktConvs      = []byte("convs")      // conv -> bucket: u64 seq -> u64 user seq
+	bktConvList   = []byte("convlist")   // conv -> JSON core.ConvEntry
 
 	keySchema   = []byte("schema")
 	keyIdentity = []byte("identity")
@@ -97,7 +107,7 @@ func openStore(dir, user, device string) (*store, error) {
 	}
 	s := &store{db: db}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bktMeta, bktOutbox, bktCommands, bktHeartbeats, bktTimeline, bktConvs} {
+		for _, b := range [][]byte{bktMeta, bktOutbox, bktCommands, bktHeartbeats, bktTimeline, bktEvents, bktConvs, bktConvList} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -166,12 +176,22 @@ func (s *store) load() (core.State, error) {
 		}); err != nil {
 			return err
 		}
-		return tx.Bucket(bktHeartbeats).ForEach(func(k, v []byte) error {
+		if err := tx.Bucket(bktHeartbeats).ForEach(func(k, v []byte) error {
 			var h core.HeartbeatRecord
 			if err := json.Unmarshal(v, &h); err != nil {
 				return fmt.Errorf("heartbeat record %q: %w", k, err)
 			}
 			st.Heartbeats = append(st.Heartbeats, h)
+			return nil
+		}); err != nil {
+			return err
+		}
+		return tx.Bucket(bktConvList).ForEach(func(k, v []byte) error {
+			var e core.ConvEntry
+			if err := json.Unmarshal(v, &e); err != nil {
+				return fmt.Errorf("conversation entry %q: %w", k, err)
+			}
+			st.Convs = append(st.Convs, e)
 			return nil
 		})
 	})
@@ -193,15 +213,25 @@ func (s *store) commit(p core.Persist, evs []core.Event) error {
 			return err
 		}
 		for _, ev := range evs {
+			var err error
 			switch e := ev.(type) {
 			case core.ResyncEvent:
-				if err := clearTimeline(tx); err != nil {
-					return err
-				}
+				err = clearTimeline(tx)
 			case core.MessageEvent:
-				if err := putMessage(tx, e); err != nil {
-					return err
+				err = putMessage(tx, e)
+			case core.HiddenEvent:
+				if err = putEvent(tx, e.UserSeq, timelineEvent(ev)); err == nil {
+					err = unindexMessage(tx, e.Conv, e.Seq)
 				}
+			case core.ReadEvent:
+				err = putEvent(tx, e.UserSeq, timelineEvent(ev))
+			case core.ReceiptEvent:
+				err = putEvent(tx, e.UserSeq, timelineEvent(ev))
+			case core.UnknownEvent:
+				err = putEvent(tx, e.UserSeq, e.Event)
+			}
+			if err != nil {
+				return err
 			}
 		}
 		return nil
@@ -215,11 +245,51 @@ func (s *store) commit(p core.Persist, evs []core.Event) error {
 func hasStoredEvents(evs []core.Event) bool {
 	for _, ev := range evs {
 		switch ev.(type) {
-		case core.MessageEvent, core.ResyncEvent:
+		case core.MessageEvent, core.ResyncEvent, core.ReadEvent, core.HiddenEvent, core.ReceiptEvent, core.UnknownEvent:
 			return true
 		}
 	}
 	return false
+}
+
+// timelineEvent is the timeline event a core event (other than a message)
+// stands for, as stored and returned by Timeline.
+func timelineEvent(ev core.Event) *pimv1.Event {
+	switch e := ev.(type) {
+	case core.ReadEvent:
+		return &pimv1.Event{UserSeq: e.UserSeq, Kind: &pimv1.Event_Read{Read: &pimv1.ReadSync{
+			Conv: e.Conv, Seq: e.Seq, User: e.User, Device: e.Device}}}
+	case core.HiddenEvent:
+		return &pimv1.Event{UserSeq: e.UserSeq, Kind: &pimv1.Event_Hidden{Hidden: &pimv1.Hidden{
+			Conv: e.Conv, Seq: e.Seq, Device: e.Device}}}
+	case core.ReceiptEvent:
+		r := &pimv1.Receipt{Conv: e.Conv, Kind: e.Kind, Seq: e.Seq, User: e.User}
+		for _, m := range e.Reads {
+			r.Messages = append(r.Messages, &pimv1.MessageReads{Seq: m.Seq, ReadCount: m.ReadCount})
+		}
+		return &pimv1.Event{UserSeq: e.UserSeq, Kind: &pimv1.Event_Receipt{Receipt: r}}
+	case core.UnknownEvent:
+		return e.Event
+	}
+	return nil
+}
+
+func putEvent(tx *bolt.Tx, us uint64, ev *pimv1.Event) error {
+	raw, err := proto.Marshal(ev)
+	if err != nil {
+		return fmt.Errorf("event %d: %w", us, err)
+	}
+	return tx.Bucket(bktEvents).Put(u64(us), raw)
+}
+
+// unindexMessage removes conv/seq from the per-conversation index (a
+// message hidden for the user).
+func unindexMessage(tx *bolt.Tx, conv string, seq uint64) error {
+	cb := tx.Bucket(bktConvs).Bucket([]byte(conv))
+	if cb == nil {
+		return nil
+	}
+	return cb.Delete(u64(seq))
 }
 
 func putPersist(tx *bolt.Tx, p core.Persist) error {
@@ -256,7 +326,26 @@ func putPersist(tx *bolt.Tx, p core.Persist) error {
 			return err
 		}
 	}
+	if p.ResetConvs {
+		if err := resetBucket(tx, bktConvList); err != nil {
+			return err
+		}
+	}
+	cl := tx.Bucket(bktConvList)
+	for _, e := range p.PutConvs {
+		if err := putJSON(cl, []byte(e.Conv), e); err != nil {
+			return err
+		}
+	}
 	return nil
+}
+
+func resetBucket(tx *bolt.Tx, b []byte) error {
+	if err := tx.DeleteBucket(b); err != nil {
+		return err
+	}
+	_, err := tx.CreateBucket(b)
+	return err
 }
 
 func putJSON(b *bolt.Bucket, k []byte, v any) error {
@@ -283,11 +372,8 @@ func putMessage(tx *bolt.Tx, e core.MessageEvent) error {
 }
 
 func clearTimeline(tx *bolt.Tx) error {
-	for _, b := range [][]byte{bktTimeline, bktConvs} {
-		if err := tx.DeleteBucket(b); err != nil {
-			return err
-		}
-		if _, err := tx.CreateBucket(b); err != nil {
+	for _, b := range [][]byte{bktTimeline, bktEvents, bktConvs} {
+		if err := resetBucket(tx, b); err != nil {
 			return err
 		}
 	}
@@ -319,23 +405,39 @@ func (s *store) loadLBS() (c lbsCache, ok bool, err error) {
 	return c, ok, nil
 }
 
-// TimelineEntry is one stored message of the user's timeline.
+// TimelineEntry is one event of the user's timeline as stored: a message
+// (Message set, Event nil) or another event (Event set: a read, a hidden
+// message, a receipt, or a kind this SDK does not know; Message nil).
 type TimelineEntry struct {
 	UserSeq uint64
 	Message *Message
+	Event   *pimv1.Event
 }
 
-// timeline returns up to limit stored entries after afterUserSeq, in order.
+// timeline returns up to limit stored entries after afterUserSeq, in order
+// (messages and other events merged by user seq).
 func (s *store) timeline(after uint64, limit int) ([]TimelineEntry, error) {
 	var out []TimelineEntry
 	err := s.db.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bktTimeline).Cursor()
-		for k, v := c.Seek(u64(after + 1)); k != nil && len(out) < limit; k, v = c.Next() {
-			m := new(pimv1.Message)
-			if err := proto.Unmarshal(v, m); err != nil {
-				return fmt.Errorf("message at user seq %d: %w", binary.BigEndian.Uint64(k), err)
+		mc, ec := tx.Bucket(bktTimeline).Cursor(), tx.Bucket(bktEvents).Cursor()
+		mk, mv := mc.Seek(u64(after + 1))
+		ek, ev := ec.Seek(u64(after + 1))
+		for (mk != nil || ek != nil) && len(out) < limit {
+			if ek == nil || (mk != nil && binary.BigEndian.Uint64(mk) < binary.BigEndian.Uint64(ek)) {
+				m := new(pimv1.Message)
+				if err := proto.Unmarshal(mv, m); err != nil {
+					return fmt.Errorf("message at user seq %d: %w", binary.BigEndian.Uint64(mk), err)
+				}
+				out = append(out, TimelineEntry{UserSeq: binary.BigEndian.Uint64(mk), Message: m})
+				mk, mv = mc.Next()
+				continue
 			}
-			out = append(out, TimelineEntry{UserSeq: binary.BigEndian.Uint64(k), Message: m})
+			e := new(pimv1.Event)
+			if err := proto.Unmarshal(ev, e); err != nil {
+				return fmt.Errorf("event at user seq %d: %w", binary.BigEndian.Uint64(ek), err)
+			}
+			out = append(out, TimelineEntry{UserSeq: binary.BigEndian.Uint64(ek), Event: e})
+			ek, ev = ec.Next()
 		}
 		return nil
 	})
@@ -343,6 +445,47 @@ func (s *store) timeline(after uint64, limit int) ([]TimelineEntry, error) {
 		return nil, fmt.Errorf("pim: read the local timeline: %w", err)
 	}
 	return out, nil
+}
+
+// conversations returns the stored conversation list, most recent activity
+// first.
+func (s *store) conversations() ([]Conversation, error) {
+	var out []Conversation
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bktConvList).ForEach(func(k, v []byte) error {
+			var e core.ConvEntry
+			if err := json.Unmarshal(v, &e); err != nil {
+				return fmt.Errorf("conversation entry %q: %w", k, err)
+			}
+			out = append(out, e.Conversation())
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("pim: read the local conversation list: %w", err)
+	}
+	core.SortConversations(out)
+	return out, nil
+}
+
+// conversation returns one stored entry (ok false if none).
+func (s *store) conversation(conv string) (c Conversation, ok bool, err error) {
+	err = s.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bktConvList).Get([]byte(conv))
+		if v == nil {
+			return nil
+		}
+		var e core.ConvEntry
+		if err := json.Unmarshal(v, &e); err != nil {
+			return fmt.Errorf("conversation entry %q: %w", conv, err)
+		}
+		c, ok = e.Conversation(), true
+		return nil
+	})
+	if err != nil {
+		return Conversation{}, false, fmt.Errorf("pim: read the local conversation list: %w", err)
+	}
+	return c, ok, nil
 }
 
 // messages returns up to limit stored messages of conv before beforeSeq (0:

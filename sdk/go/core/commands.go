@@ -3,9 +3,11 @@
 // answers.
 //
 // A command is a request Frame body (its kind) with its payload, kept
-// marshaled in the outbox-like command queue. Supporting a new kind (e.g.
-// read receipts) means adding a case to commandConv: which body types are
-// commands, and which conversation they concern.
+// marshaled in the outbox-like command queue: group operations, reads,
+// hides ("delete for me") and settings. Supporting a new kind means adding
+// a case to commandConv: which body types are commands, and which
+// conversation they concern. Every kind must be safe to apply twice (a
+// dedup key, or an idempotent request).
 //
 // Invariants of this file:
 //   - Commands of one conversation are transmitted in creation order, each
@@ -34,6 +36,7 @@
 package core
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -53,12 +56,20 @@ func commandConv(f *pimv1.Frame) (conv string, ok bool) {
 		// Read positions only move forward on the server, so a replayed
 		// read is idempotent without a dedup key.
 		return b.ReadReq.GetConv(), true
+	case *pimv1.Frame_HideReq:
+		// Hiding is idempotent on the server (a repeat writes nothing).
+		return b.HideReq.GetConv(), true
+	case *pimv1.Frame_SettingsReq:
+		// Setting a value is idempotent; a SettingsReq without a field only
+		// reads, which is not a command (Command refuses it).
+		return "", true
 	}
 	return "", false
 }
 
 // Command queues an offline command: req is a request frame (its
-// request_id is ignored) whose body is a command kind (GroupReq, ReadReq).
+// request_id is ignored) whose body is a command kind (GroupReq, ReadReq,
+// HideReq, or a SettingsReq that sets a field).
 // It returns the command's id, which its CommandResultEvent carries. A
 // GroupReq CREATE without a group id gets a random one here (so that a
 // retry cannot create a second group); name the group yourself (NewID) to
@@ -68,6 +79,9 @@ func (c *Core) Command(now time.Time, req *pimv1.Frame) (uint64, error) {
 	defer c.pump(now)
 	if _, ok := commandConv(req); !ok {
 		return 0, fmt.Errorf("core: %T is not a command", req.GetBody())
+	}
+	if sr := req.GetSettingsReq(); sr != nil && sr.ReadReceipts == nil {
+		return 0, errors.New("core: a SettingsReq that changes nothing is a read, not a command")
 	}
 	req = proto.Clone(req).(*pimv1.Frame)
 	req.RequestId = 0

@@ -34,6 +34,7 @@ const (
 	DefaultCommandQuarantine = 5 * time.Second
 	DefaultRetryAfter        = time.Second
 	DefaultClockSamples      = 8
+	DefaultConvListLimit     = 100
 
 	DefaultBackoffBase    = time.Second
 	DefaultBackoffCap     = 2 * time.Minute
@@ -115,6 +116,12 @@ type Config struct {
 	// ClockSamples is how many recent clock samples are kept; the one with
 	// the smallest round trip wins.
 	ClockSamples int
+	// ConvList keeps the local conversation list (convlist.go): loaded
+	// once, synced on every connection with ConvListReq, kept current from
+	// the timeline. Off, the core sends no ConvListReq and keeps no list.
+	ConvList bool
+	// ConvListLimit is the page size of ConvListReq.
+	ConvListLimit uint32
 
 	Backoff   BackoffConfig
 	Heartbeat HeartbeatConfig
@@ -181,6 +188,9 @@ func (c Config) withDefaults() Config {
 		c.CommandQuarantine = DefaultCommandQuarantine
 	}
 	setI(&c.ClockSamples, DefaultClockSamples)
+	if c.ConvListLimit == 0 {
+		c.ConvListLimit = DefaultConvListLimit
+	}
 	b := &c.Backoff
 	setD(&b.Base, DefaultBackoffBase)
 	setD(&b.Cap, DefaultBackoffCap)

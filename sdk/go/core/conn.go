@@ -95,6 +95,7 @@ const (
 	reqSync
 	reqCommand
 	reqPing
+	reqConvList
 )
 
 // request is a request written on the current connection and not answered.
@@ -108,6 +109,7 @@ type request struct {
 	cmd      *command      // reqCommand
 	idle     time.Duration // reqPing: idle time before a heartbeat (0: not a heartbeat)
 	probe    bool          // reqPing: a probe
+	full     bool          // reqConvList: a page by activity (else since a version)
 }
 
 type requests struct {
@@ -333,6 +335,7 @@ func (c *Core) lost(now time.Time, err error, how lossKind, retryAfter time.Dura
 	m.healthyAt = time.Time{}
 	m.timeouts = 0
 	c.tl.reset()
+	c.ls.connLost()
 	var delay time.Duration
 	switch how {
 	case lossFailure:
@@ -374,6 +377,7 @@ func (c *Core) stop(err error) {
 	m.ping = nil
 	m.conn = 0
 	c.tl.reset()
+	c.ls.connLost()
 	m.phase = phaseStopped
 	c.emit(ConnStateEvent{State: Stopped, Addr: m.addr, Err: err})
 }
@@ -463,6 +467,8 @@ func (c *Core) receiveActive(now time.Time, f *pimv1.Frame) {
 		c.onSyncAnswer(now, r, f.GetSyncResp(), se)
 	case reqCommand:
 		c.onCommandAnswer(now, r, f, se)
+	case reqConvList:
+		c.onConvListAnswer(now, r, f.GetConvListResp(), se)
 	case reqPing:
 		if c.cn.ping == r {
 			c.cn.ping = nil
@@ -511,6 +517,10 @@ func (c *Core) requestTimeouts(now time.Time) {
 			r.timedOut = true
 			c.cn.timeouts++
 			c.tl.syncTimedOut(r.id)
+		case reqConvList:
+			r.timedOut = true
+			c.cn.timeouts++
+			c.ls.timedOut(r.id)
 		case reqCommand:
 			// Commands are not sent twice on one connection: keep waiting,
 			// and let the timeouts count towards declaring it dead.

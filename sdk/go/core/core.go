@@ -11,7 +11,9 @@
 //   - Between Ready and Advance no input may be called (it panics): the
 //     Ready taken is exactly what Advance acknowledges.
 //   - Dirty records are materialized at Ready time from the current values,
-//     so a record changed several times is written once, in its last state.
+//     so a record changed several times is written once, in its last state;
+//     likewise each conversation entry changed in a Ready yields one
+//     ConversationEvent, after the Ready's other events.
 
 package core
 
@@ -38,12 +40,15 @@ type Core struct {
 	byID   map[string]*entry
 	cmds   []*command // by Order
 	hbRecs map[string]HeartbeatRecord
+	convs  map[string]*ConvEntry // the conversation list (convlist.go)
+	staleN int                   // entries in convs marked Stale
 
 	cn   connMgr
 	tl   timeline
 	hb   heartbeat
 	clk  clock
 	reqs requests
+	ls   listSync
 
 	out     outputs
 	inReady bool
@@ -69,6 +74,10 @@ type outputs struct {
 	outboxDty map[string]bool
 	cmdDty    map[uint64]bool
 	hbDty     map[string]bool
+	convDty   map[string]bool
+	convEv    []string // entries whose app-visible state changed, in order
+	convEvSet map[string]bool
+	convReset bool
 	close     []ConnID
 	frames    []*pimv1.Frame
 	dial      *Dial
@@ -89,6 +98,7 @@ func New(cfg Config, st State) (*Core, error) {
 		meta:   st.Meta,
 		byID:   make(map[string]*entry),
 		hbRecs: make(map[string]HeartbeatRecord),
+		convs:  make(map[string]*ConvEntry),
 	}
 	if c.rnd == nil {
 		var seed [16]byte
@@ -117,6 +127,13 @@ func New(cfg Config, st State) (*Core, error) {
 	for _, h := range st.Heartbeats {
 		c.hbRecs[h.Network] = h
 	}
+	for _, e := range st.Convs {
+		e = e.clone()
+		c.convs[e.Conv] = &e
+		if e.Stale {
+			c.staleN++
+		}
+	}
 	c.meta.NextOrder = max(c.meta.NextOrder, 1)
 	c.meta.NextClientSeq = max(c.meta.NextClientSeq, 1)
 	c.clk = clock{n: cfg.ClockSamples}
@@ -144,6 +161,8 @@ func (c *Core) resetOutputs() {
 		outboxDty: make(map[string]bool),
 		cmdDty:    make(map[uint64]bool),
 		hbDty:     make(map[string]bool),
+		convDty:   make(map[string]bool),
+		convEvSet: make(map[string]bool),
 	}
 }
 
@@ -151,6 +170,7 @@ func (c *Core) resetOutputs() {
 func (c *Core) HasReady() bool {
 	o := &c.out
 	return o.metaDirty || len(o.outboxDty) > 0 || len(o.cmdDty) > 0 || len(o.hbDty) > 0 ||
+		len(o.convDty) > 0 || o.convReset ||
 		len(o.close) > 0 || len(o.frames) > 0 || o.dial != nil || o.reResolve || len(o.events) > 0
 }
 
@@ -191,6 +211,17 @@ func (c *Core) Ready() Ready {
 	}
 	for _, n := range sortedKeys(o.hbDty) {
 		rd.Persist.PutHeartbeats = append(rd.Persist.PutHeartbeats, c.hbRecs[n])
+	}
+	rd.Persist.ResetConvs = o.convReset
+	for _, conv := range sortedKeys(o.convDty) {
+		if e := c.convs[conv]; e != nil {
+			rd.Persist.PutConvs = append(rd.Persist.PutConvs, e.clone())
+		}
+	}
+	for _, conv := range o.convEv {
+		if e := c.convs[conv]; e != nil {
+			rd.Events = append(rd.Events, ConversationEvent{Conversation: e.view()})
+		}
 	}
 	return rd
 }
@@ -239,6 +270,7 @@ func (c *Core) Deadline() time.Time {
 	c.outboxDeadlines(at)
 	c.commandDeadlines(at)
 	c.timelineDeadlines(at)
+	c.listDeadlines(at)
 	return d
 }
 
@@ -257,6 +289,7 @@ func (c *Core) pump(now time.Time) {
 		return
 	}
 	c.timelinePump(now)
+	c.listPump(now)
 	c.commandPump(now)
 	c.outboxPump(now)
 	c.heartbeatPump(now)

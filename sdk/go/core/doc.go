@@ -2,8 +2,9 @@
 // machine, in the style of etcd's raft (inputs, then Ready/Advance), that
 // keeps the SDK's promises on bad networks: a durable outbox with automatic
 // resend, per-conversation sender order, gap-free exactly-once delivery of
-// the user's timeline, offline commands replayed in order, reconnection with
-// jittered backoff, a smart heartbeat and clock calibration.
+// the user's timeline, offline commands replayed in order, a conversation
+// list with exact unread counts, reconnection with jittered backoff, a
+// smart heartbeat and clock calibration.
 //
 // The core does no I/O, starts no goroutine and reads no clock: every input
 // carries the caller's time (now), randomness comes from Config.Rand. A
@@ -73,12 +74,25 @@
 //
 // Receive path: events are delivered when their user seq is Delivered+1;
 // duplicates are dropped; a gap is filled by SyncReq(after=Delivered).
-// PushAcks are batched and never exceed what was persisted. See
+// PushAcks are batched and never exceed what was persisted. Every timeline
+// event becomes one app event with its UserSeq (MessageEvent, ReadEvent,
+// HiddenEvent, ReceiptEvent, UnknownEvent), so the app sees no gap. See
 // timeline.go.
 //
-// Offline commands: one at a time, in order, until the server answers; a
-// command and the messages of its conversation take effect in the order
-// they were issued. See commands.go.
+// Conversation list (Config.ConvList): loaded once with ConvListReq (pages
+// by activity, then since the first page's version), synced since
+// Meta.ListVersion on every connection, and kept current from the timeline:
+// an event applies to its entry iff its user seq is above the entry's
+// version, a server entry replaces the local one iff its version is at
+// least the local one. Unread is derived exactly from the unread seqs an
+// entry knows; what cannot be derived marks the entry Stale and fetches it
+// again. Entries are persisted (Persist.PutConvs) and each change yields a
+// ConversationEvent. See convlist.go.
+//
+// Offline commands (GroupReq, ReadReq, HideReq, SettingsReq): one at a
+// time, in order, until the server answers; a command and the messages of
+// its conversation take effect in the order they were issued. See
+// commands.go.
 //
 // Connection: full-jitter exponential backoff, reset after a connection
 // stays healthy; a refusal with Error.retry_after, a GoAway, and the LBS's

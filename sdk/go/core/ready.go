@@ -13,6 +13,12 @@
 //     for a connection that is closed before the Ready is taken are dropped.
 //   - Events are values the app may keep; the core keeps no reference to
 //     them that it later mutates.
+//   - Every timeline event reaches the app as exactly one event carrying
+//     its UserSeq (MessageEvent, ReadEvent, HiddenEvent, ReceiptEvent, or
+//     UnknownEvent for a kind this core does not know), so the user seqs
+//     the app sees are gap-free. ConversationEvents follow the timeline
+//     events of the same Ready that changed the list, one per entry, in
+//     its state at the end of the Ready.
 
 package core
 
@@ -58,8 +64,10 @@ func (r Ready) Empty() bool {
 }
 
 // Event is something the app should know. The concrete types are
-// MessageEvent, SendStateEvent, ConnStateEvent, CaughtUpEvent, ResyncEvent,
-// GroupEvent and CommandResultEvent.
+// MessageEvent, ReadEvent, HiddenEvent, ReceiptEvent and UnknownEvent (the
+// timeline, each with its UserSeq), SendStateEvent, ConnStateEvent,
+// CaughtUpEvent, ResyncEvent, GroupEvent, CommandResultEvent and
+// ConversationEvent.
 type Event interface{ isEvent() }
 
 // MessageEvent hands one timeline message to the app: each exactly once, in
@@ -136,6 +144,50 @@ type ReadEvent struct {
 	Own     bool
 }
 
+// HiddenEvent: this user deleted message Conv/Seq for themselves ("delete
+// for me") on Device (this one or another): the app stops showing it.
+type HiddenEvent struct {
+	UserSeq uint64
+	Conv    string
+	Seq     uint64
+	Device  string
+}
+
+// MessageReads is the read count of one of the user's messages.
+type MessageReads struct {
+	Seq       uint64
+	ReadCount uint32
+}
+
+// ReceiptEvent tells the user what happened to their messages in Conv.
+// Kind DELIVERED (1:1): every message of the user up to Seq reached a
+// device of User, the peer. Kind READ (groups): Reads lists new read
+// counts of the user's messages, ascending by seq (coalesced by the server,
+// at most one per conversation per second). 1:1 read receipts are
+// ReadEvents.
+type ReceiptEvent struct {
+	UserSeq uint64
+	Conv    string
+	Kind    pimv1.ReceiptKind
+	Seq     uint64
+	User    string
+	Reads   []MessageReads
+}
+
+// UnknownEvent is a timeline event of a kind this core does not know (a
+// newer server): it is acknowledged like any other, and handed over so
+// that the user seqs the app sees stay gap-free.
+type UnknownEvent struct {
+	UserSeq uint64
+	Event   *pimv1.Event
+}
+
+// ConversationEvent reports that an entry of the local conversation list
+// changed (Conversations has the whole list).
+type ConversationEvent struct {
+	Conversation Conversation
+}
+
 // CaughtUpEvent: every event that existed when the connection was welcomed
 // has been delivered (once per connection).
 type CaughtUpEvent struct{ UserSeq uint64 }
@@ -161,14 +213,16 @@ type GroupEvent struct {
 // CommandResultEvent is the server's final answer to an offline command.
 type CommandResultEvent struct {
 	ID uint64
-	// Response is the answer frame (e.g. a GroupResp) when it succeeded.
+	// Response is the answer frame (a GroupResp, ReadResp, HideResp or
+	// SettingsResp) when it succeeded.
 	Response *pimv1.Frame
 	// Err is the server's refusal (*ServerError), if any.
 	Err error
 	// Attempts is how many times the command was transmitted. Above 1, an
-	// earlier transmission may have been applied (the protocol has no dedup
-	// key for commands), so a refusal such as "not a member" after a leave
-	// may mean it worked.
+	// earlier transmission may have been applied (group commands are
+	// deduplicated by client_req_id; reads, hides and settings are
+	// idempotent), so a refusal such as "not a member" after a leave may mean
+	// it worked.
 	Attempts int
 }
 
@@ -180,6 +234,10 @@ func (ReadEvent) isEvent()          {}
 func (ResyncEvent) isEvent()        {}
 func (GroupEvent) isEvent()         {}
 func (CommandResultEvent) isEvent() {}
+func (HiddenEvent) isEvent()        {}
+func (ReceiptEvent) isEvent()       {}
+func (UnknownEvent) isEvent()       {}
+func (ConversationEvent) isEvent()  {}
 
 // ServerError is an Error frame from the server.
 type ServerError struct {

@@ -64,6 +64,11 @@ type Meta struct {
 	NextClientSeq uint64
 	// Clock is the best clock sample known (zero RTT and time: none).
 	Clock ClockSample
+	// ListLoaded: the conversation list's first full load completed (see
+	// convlist.go); ListVersion: the list holds every entry as of this
+	// user seq (Stale entries excepted). Both are reset with the epoch.
+	ListLoaded  bool
+	ListVersion uint64
 }
 
 // OutboxEntry is one message in the outbox. Entries leave the outbox once
@@ -122,6 +127,38 @@ type HeartbeatRecord struct {
 	Ceiling time.Duration
 }
 
+// ConvEntry is one entry of the local conversation list (the server's
+// Conversation, plus what the core needs to keep Unread exact). Its key
+// is Conv.
+type ConvEntry struct {
+	Conv    string
+	LastSeq uint64
+	// LastMessage is the marshaled pimv1.Message at LastSeq (nil: none).
+	LastMessage      []byte
+	ReadSeq          uint64
+	Unread           uint64
+	Version          uint64
+	Activity         uint64
+	JoinSeq          uint64
+	Left             bool
+	PeerReadSeq      uint64
+	PeerDeliveredSeq uint64
+	// UnreadSeqs are the unread messages above UnreadFloor, ascending (at
+	// most maxUnreadSeqs); the other Unread-len(UnreadSeqs) unread
+	// messages are at or below UnreadFloor, not individually known.
+	UnreadSeqs  []uint64 `json:",omitempty"`
+	UnreadFloor uint64   `json:",omitempty"`
+	// Stale: a change could not be derived exactly; the entry is being
+	// fetched again from the server.
+	Stale bool `json:",omitempty"`
+}
+
+func (e ConvEntry) clone() ConvEntry {
+	e.LastMessage = slices.Clone(e.LastMessage)
+	e.UnreadSeqs = slices.Clone(e.UnreadSeqs)
+	return e
+}
+
 // ClockSample is one clock-offset measurement.
 type ClockSample struct {
 	// Offset is server time minus local time.
@@ -141,11 +178,13 @@ type State struct {
 	Outbox     []OutboxEntry
 	Commands   []CommandEntry
 	Heartbeats []HeartbeatRecord
+	Convs      []ConvEntry
 }
 
 // Persist lists the records to write, as one atomic transaction, before
 // anything else in the same Ready is done. Puts replace the record with the
-// same key (ClientMsgID, ID, Network).
+// same key (ClientMsgID, ID, Network, Conv). ResetConvs deletes every
+// conversation entry first (an epoch change), before PutConvs.
 type Persist struct {
 	Meta           *Meta
 	PutOutbox      []OutboxEntry
@@ -153,12 +192,15 @@ type Persist struct {
 	PutCommands    []CommandEntry
 	DeleteCommands []uint64
 	PutHeartbeats  []HeartbeatRecord
+	ResetConvs     bool
+	PutConvs       []ConvEntry
 }
 
 // Empty reports whether there is nothing to write.
 func (p Persist) Empty() bool {
 	return p.Meta == nil && len(p.PutOutbox) == 0 && len(p.DeleteOutbox) == 0 &&
-		len(p.PutCommands) == 0 && len(p.DeleteCommands) == 0 && len(p.PutHeartbeats) == 0
+		len(p.PutCommands) == 0 && len(p.DeleteCommands) == 0 && len(p.PutHeartbeats) == 0 &&
+		!p.ResetConvs && len(p.PutConvs) == 0
 }
 
 // Apply applies p to s (a reference for drivers and tests; a real driver
@@ -194,6 +236,17 @@ func (s *State) Apply(p Persist) {
 			s.Heartbeats[i] = h
 		} else {
 			s.Heartbeats = append(s.Heartbeats, h)
+		}
+	}
+	if p.ResetConvs {
+		s.Convs = nil
+	}
+	for _, e := range p.PutConvs {
+		e = e.clone()
+		if i := slices.IndexFunc(s.Convs, func(x ConvEntry) bool { return x.Conv == e.Conv }); i >= 0 {
+			s.Convs[i] = e
+		} else {
+			s.Convs = append(s.Convs, e)
 		}
 	}
 }

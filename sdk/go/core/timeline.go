@@ -17,12 +17,17 @@
 //     reaches the Welcome's user_seq.
 //   - This device's own messages are matched to their outbox entry by
 //     client_msg_id (turning it Sent) and still delivered, flagged Own.
+//   - Every delivered event yields exactly one event with its UserSeq
+//     (MessageEvent, ReadEvent, HiddenEvent, ReceiptEvent, UnknownEvent),
+//     and is then applied to the conversation list (convlist.go).
 
 package core
 
 import (
 	"slices"
 	"time"
+
+	"google.golang.org/protobuf/proto"
 
 	pimv1 "github.com/pim-project/pim/proto/pim/v1"
 )
@@ -56,6 +61,7 @@ func (c *Core) timelineWelcome(now time.Time, w *pimv1.Welcome) {
 	if c.meta.Epoch != "" && w.GetEpoch() != c.meta.Epoch {
 		c.emit(ResyncEvent{OldEpoch: c.meta.Epoch, NewEpoch: w.GetEpoch()})
 		c.meta.Delivered = 0
+		c.resetList()
 		c.dirtyMeta()
 	}
 	if c.meta.Epoch != w.GetEpoch() {
@@ -129,10 +135,26 @@ func (c *Core) deliver(now time.Time, ev *pimv1.Event) {
 			})
 		}
 	}
-	if r := ev.GetRead(); r != nil {
+	switch k := ev.GetKind().(type) {
+	case *pimv1.Event_Message:
+	case *pimv1.Event_Read:
+		r := k.Read
 		c.emit(ReadEvent{UserSeq: ev.GetUserSeq(), Conv: r.GetConv(), Seq: r.GetSeq(), User: r.GetUser(),
 			Device: r.GetDevice(), Own: r.GetUser() == c.cfg.User})
+	case *pimv1.Event_Hidden:
+		h := k.Hidden
+		c.emit(HiddenEvent{UserSeq: ev.GetUserSeq(), Conv: h.GetConv(), Seq: h.GetSeq(), Device: h.GetDevice()})
+	case *pimv1.Event_Receipt:
+		r := k.Receipt
+		re := ReceiptEvent{UserSeq: ev.GetUserSeq(), Conv: r.GetConv(), Kind: r.GetKind(), Seq: r.GetSeq(), User: r.GetUser()}
+		for _, m := range r.GetMessages() {
+			re.Reads = append(re.Reads, MessageReads{Seq: m.GetSeq(), ReadCount: m.GetReadCount()})
+		}
+		c.emit(re)
+	default:
+		c.emit(UnknownEvent{UserSeq: ev.GetUserSeq(), Event: proto.Clone(ev).(*pimv1.Event)})
 	}
+	c.listEvent(ev)
 	c.checkCaughtUp()
 }
 

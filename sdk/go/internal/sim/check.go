@@ -1,5 +1,7 @@
 // The final checks of a run, after the heal phase reached quiescence:
-// DESIGN.md section 4, invariants 1-7, as far as the SDK is concerned.
+// DESIGN.md section 4, invariants 1-7, as far as the SDK is concerned
+// (6 includes the conversation list: every device's equals the server's,
+// unread counts and read, join, peer-read and delivered positions exactly).
 // (Several are also checked as the run goes: in device.go, at the moment a
 // frame leaves or an event is shown, and in server.go, as messages are
 // stored.)
@@ -10,8 +12,11 @@
 package sim
 
 import (
+	"fmt"
 	"slices"
 	"time"
+
+	"google.golang.org/protobuf/proto"
 
 	pimv1 "github.com/pim-project/pim/proto/pim/v1"
 	"github.com/pim-project/pim/sdk/go/core"
@@ -31,7 +36,7 @@ func (w *world) finalChecks() {
 			if _, dup := stored[k]; dup {
 				w.violation("invariant 2: %v stored twice", k)
 			}
-			stored[k] = ref{m.Conv, m.Seq}
+			stored[k] = ref{conv: m.Conv, seq: m.Seq}
 		}
 	}
 	for _, d := range w.devs {
@@ -106,6 +111,9 @@ func (w *world) finalChecks() {
 				lastIdx[op.group] = idx
 			}
 		}
+		// 6: after convergence each device's conversation list is the
+		// server's, exactly.
+		w.checkConvList(d)
 		// R9: the clock offset is within its error bound of the truth.
 		if off, bound, ok := d.c.Offset(); ok {
 			truth := w.serverSkew - d.skew
@@ -122,6 +130,60 @@ func (w *world) finalChecks() {
 			}
 		}
 	}
+}
+
+// checkConvList compares d's conversation list with its user's entries on
+// the server, which it first checks against their derivation from the
+// timeline.
+func (w *world) checkConvList(d *device) {
+	st := w.srv.st
+	srv := st.rs.entries[d.user]
+	derived := st.derivedEntries(d.user)
+	for _, conv := range sortedKeys(derived) {
+		if diff := convDiff(derived[conv], srv[conv]); diff != "" {
+			w.violation("model: %s's entry %s: derived vs incremental: %s", d.user, conv, diff)
+		}
+	}
+	if ls := d.c.ListStatus(); !ls.Loaded || ls.Stale > 0 || ls.Version != st.head(d.user) {
+		w.violation("list: %s status %+v at head %d", d.name, ls, st.head(d.user))
+	}
+	local := make(map[string]*pimv1.Conversation)
+	for _, c := range d.c.Conversations() {
+		local[c.Conv] = &pimv1.Conversation{Conv: c.Conv, LastSeq: c.LastSeq, ReadSeq: c.ReadSeq, Unread: c.Unread,
+			Version: c.Version, Activity: c.Activity, JoinSeq: c.JoinSeq, Left: c.Left, PeerReadSeq: c.PeerReadSeq,
+			PeerDeliveredSeq: c.PeerDeliveredSeq}
+		if c.Stale {
+			w.violation("list: %s entry %s stale after convergence", d.name, c.Conv)
+		}
+		if want := st.msgs[c.Conv]; c.LastSeq == 0 || c.LastSeq > uint64(len(want)) ||
+			c.LastMessage.GetMsgId() != want[c.LastSeq-1].MsgId {
+			w.violation("list: %s entry %s last message %v at seq %d", d.name, c.Conv, c.LastMessage.GetMsgId(), c.LastSeq)
+		}
+	}
+	for _, conv := range sortedKeys(srv) {
+		if diff := convDiff(srv[conv], local[conv]); diff != "" {
+			w.violation("list: %s entry %s: server vs device: %s", d.name, conv, diff)
+		}
+	}
+	for _, conv := range sortedKeys(local) {
+		if srv[conv] == nil {
+			w.violation("list: %s has entry %s, the server none", d.name, conv)
+		}
+	}
+}
+
+// convDiff describes how two entries differ ("" if they do not), last
+// messages aside.
+func convDiff(a, b *pimv1.Conversation) string {
+	if a == nil || b == nil {
+		return fmt.Sprintf("%v vs %v", a, b)
+	}
+	a, b = proto.Clone(a).(*pimv1.Conversation), proto.Clone(b).(*pimv1.Conversation)
+	a.LastMessage, b.LastMessage = nil, nil
+	if proto.Equal(a, b) {
+		return ""
+	}
+	return fmt.Sprintf("{%v} vs {%v}", a, b)
 }
 
 // checkOwnLeave: a message refused because the user left the group must

@@ -31,7 +31,8 @@ import (
 	"github.com/pim-project/pim/sdk/go/core"
 )
 
-// shown is one message the app showed (its database row).
+// shown is one timeline event the app showed (its database row): a
+// message, or (msgID "") a read, hidden or receipt event.
 type shown struct {
 	userSeq uint64
 	conv    string
@@ -53,7 +54,8 @@ type sentRec struct {
 // cmdRec is the app's record of an offline command.
 type cmdRec struct {
 	id       uint64
-	req      *pimv1.GroupReq
+	req      *pimv1.GroupReq // nil for reads and hides
+	f        *pimv1.Frame    // the command as issued
 	done     bool
 	err      error
 	attempts int
@@ -73,6 +75,9 @@ type disk struct {
 	nextK     int
 	appSeq    int            // counts sends and commands as the app issues them
 	leaveSeq  map[string]int // group -> appSeq of this device's leave command
+	// seen: per conversation, the content messages shown (what a user can
+	// read up to or hide).
+	seen map[string][]uint64
 }
 
 type device struct {
@@ -91,6 +96,8 @@ type device struct {
 	// crashAfterPersist makes the next Ready crash the app right after its
 	// Persist is written (before frames leave and events are shown).
 	crashAfterPersist bool
+	// lateUntil: the app is installed then (zero: at the start).
+	lateUntil time.Time
 	// statistics
 	restarts int
 	window   int
@@ -103,7 +110,7 @@ func newDevice(w *world, name, user string, skew time.Duration) *device {
 			sent: make(map[string]*sentRec), sentOrder: make(map[string][]string),
 			cmds: make(map[uint64]*cmdRec), groups: map[string]bool{"g:main": true},
 			created: make(map[string]bool), xusers: make(map[string][]string),
-			leaveSeq: make(map[string]int),
+			leaveSeq: make(map[string]int), seen: make(map[string][]uint64),
 		},
 		conns: make(map[core.ConnID]*netConn), closed: make(map[core.ConnID]bool),
 		network: "wifi", fg: true,
@@ -190,6 +197,9 @@ func (d *device) flush() {
 			nc := d.conns[rd.Conn]
 			for _, f := range rd.Frames {
 				d.checkOutgoing(f)
+				if f.GetConvListReq() != nil {
+					d.w.stats.listReqs++
+				}
 				if sr := f.GetSendReq(); sr != nil {
 					d.w.logf("%s conn %d: SendReq %s cs=%d", d.name, rd.Conn, sr.GetClientMsgId()[:6], sr.GetClientSeq())
 				}
@@ -251,7 +261,7 @@ func (d *device) persist(rd core.Ready) {
 			w.violation("%s: command %d does not decode: %v", d.name, ce.ID, err)
 			continue
 		}
-		dk.cmds[ce.ID] = &cmdRec{id: ce.ID, req: f.GetGroupReq()}
+		dk.cmds[ce.ID] = &cmdRec{id: ce.ID, req: f.GetGroupReq(), f: f}
 		dk.cmdOrder = append(dk.cmdOrder, ce.ID)
 		dk.appSeq++
 		if g := f.GetGroupReq(); g.GetOp() == pimv1.GroupOp_GROUP_OP_REMOVE && slices.Equal(g.GetUsers(), []string{d.user}) {
@@ -263,6 +273,15 @@ func (d *device) persist(rd core.Ready) {
 		switch e := ev.(type) {
 		case core.MessageEvent:
 			d.onMessage(e)
+		case core.ReadEvent, core.HiddenEvent, core.ReceiptEvent, core.UnknownEvent:
+			d.onOther(ev)
+		case core.ConversationEvent:
+			if e.Conversation.Stale {
+				w.stats.stale++
+			}
+			if v := e.Conversation.Version; v > uint64(len(w.srv.st.timelines[d.user])) {
+				w.violation("%s: conversation %s at version %d beyond the timeline", d.name, e.Conversation.Conv, v)
+			}
 		case core.GroupEvent:
 			if e.Me {
 				dk.groups[e.Conv] = e.Type != pimv1.MessageType_MESSAGE_TYPE_MEMBERS_REMOVED
@@ -290,20 +309,72 @@ func (d *device) persist(rd core.Ready) {
 	}
 }
 
+// nextShown checks that us is the next user seq to show and exists.
+func (d *device) nextShown(us uint64) bool {
+	w := d.w
+	want := uint64(len(d.disk.shown)) + 1
+	if us != want {
+		w.violation("%s: shown user seq %d, want %d (duplicate, gap or reorder)", d.name, us, want)
+		return false
+	}
+	if tl := w.srv.st.timelines[d.user]; us > uint64(len(tl)) {
+		w.violation("%s: shown user seq %d beyond the timeline (%d)", d.name, us, len(tl))
+		return false
+	}
+	return true
+}
+
+// onOther checks a timeline event other than a message against the
+// server's timeline.
+func (d *device) onOther(ev core.Event) {
+	w := d.w
+	var got *pimv1.Event
+	switch e := ev.(type) {
+	case core.ReadEvent:
+		w.stats.reads++
+		got = &pimv1.Event{UserSeq: e.UserSeq, Kind: &pimv1.Event_Read{Read: &pimv1.ReadSync{
+			Conv: e.Conv, Seq: e.Seq, User: e.User, Device: e.Device}}}
+		if e.Own != (e.User == d.user) {
+			w.violation("%s: read at user seq %d by %s with Own=%v", d.name, e.UserSeq, e.User, e.Own)
+		}
+	case core.HiddenEvent:
+		w.stats.hidden++
+		got = &pimv1.Event{UserSeq: e.UserSeq, Kind: &pimv1.Event_Hidden{Hidden: &pimv1.Hidden{
+			Conv: e.Conv, Seq: e.Seq, Device: e.Device}}}
+	case core.ReceiptEvent:
+		w.stats.receipts++
+		r := &pimv1.Receipt{Conv: e.Conv, Kind: e.Kind, Seq: e.Seq, User: e.User}
+		for _, m := range e.Reads {
+			r.Messages = append(r.Messages, &pimv1.MessageReads{Seq: m.Seq, ReadCount: m.ReadCount})
+		}
+		got = &pimv1.Event{UserSeq: e.UserSeq, Kind: &pimv1.Event_Receipt{Receipt: r}}
+	case core.UnknownEvent:
+		w.violation("%s: unknown event at user seq %d", d.name, e.UserSeq)
+		got = e.Event
+	}
+	if !d.nextShown(got.GetUserSeq()) {
+		return
+	}
+	if want := w.srv.st.event(d.user, got.GetUserSeq()); !proto.Equal(got, want) {
+		w.violation("%s: user seq %d shows %v, the server has %v", d.name, got.GetUserSeq(), got, want)
+	}
+	r := w.srv.st.timelines[d.user][got.GetUserSeq()-1]
+	d.disk.shown = append(d.disk.shown, shown{userSeq: got.GetUserSeq(), conv: r.conv, seq: r.seq})
+	w.stats.shown++
+}
+
 func (d *device) onMessage(e core.MessageEvent) {
 	w := d.w
 	dk := &d.disk
-	want := uint64(len(dk.shown)) + 1
-	if e.UserSeq != want {
-		w.violation("%s: shown user seq %d, want %d (duplicate, gap or reorder)", d.name, e.UserSeq, want)
+	if !d.nextShown(e.UserSeq) {
 		return
 	}
 	tl := w.srv.st.timelines[d.user]
-	if e.UserSeq > uint64(len(tl)) {
-		w.violation("%s: shown user seq %d beyond the timeline (%d)", d.name, e.UserSeq, len(tl))
+	r := tl[e.UserSeq-1]
+	if r.ev != nil {
+		w.violation("%s: user seq %d shown as a message, the server has %v", d.name, e.UserSeq, r.ev)
 		return
 	}
-	r := tl[e.UserSeq-1]
 	m := w.srv.st.msgs[r.conv][r.seq-1]
 	if e.Message.GetMsgId() != m.MsgId || e.Message.GetConv() != r.conv || e.Message.GetSeq() != r.seq ||
 		!bytes.Equal(e.Message.GetBody(), m.Body) {
@@ -315,6 +386,9 @@ func (d *device) onMessage(e core.MessageEvent) {
 		w.violation("%s: user seq %d Own=%v, want %v", d.name, e.UserSeq, e.Own, own)
 	}
 	dk.shown = append(dk.shown, shown{e.UserSeq, r.conv, r.seq, m.MsgId})
+	if m.Type < pimv1.MessageType_MESSAGE_TYPE_GROUP_CREATED { // content: to read or hide
+		dk.seen[r.conv] = append(dk.seen[r.conv], r.seq)
+	}
 	w.stats.shown++
 }
 
@@ -392,16 +466,18 @@ func (d *device) checkOutgoing(f *pimv1.Frame) {
 			!bytes.Equal(e.Body, b.SendReq.GetBody()) || e.ClientTime != b.SendReq.GetClientTime() {
 			w.violation("%s: SendReq %s differs from its entry on disk", d.name, e.ClientMsgID)
 		}
-	case *pimv1.Frame_GroupReq:
+	case *pimv1.Frame_GroupReq, *pimv1.Frame_ReadReq, *pimv1.Frame_HideReq:
+		sent := proto.Clone(f).(*pimv1.Frame)
+		sent.RequestId = 0
 		found := false
 		for _, ce := range dk.st.Commands {
 			g := new(pimv1.Frame)
-			if proto.Unmarshal(ce.Request, g) == nil && proto.Equal(g.GetGroupReq(), b.GroupReq) {
+			if proto.Unmarshal(ce.Request, g) == nil && proto.Equal(g, sent) {
 				found = true
 			}
 		}
 		if !found {
-			w.violation("%s: GroupReq %v is not a command on disk", d.name, b.GroupReq)
+			w.violation("%s: %T %v is not a command on disk", d.name, b, f)
 		}
 	}
 }
@@ -455,7 +531,7 @@ func (d *device) act(r *rand.Rand) {
 	now := d.local()
 	x := r.IntN(100)
 	switch {
-	case x < 75:
+	case x < 68:
 		convs := []string{core.DirectConv(d.user, d.w.other(d.user)), core.DirectConv(d.user, d.user)}
 		for _, g := range sortedTrue(dk.groups) {
 			convs = append(convs, g)
@@ -468,13 +544,13 @@ func (d *device) act(r *rand.Rand) {
 				d.w.violation("%s: Send: %v", d.name, err)
 			}
 		})
-	case x < 83:
+	case x < 76:
 		g := fmt.Sprintf("g:%s-%d", d.name, dk.nextK)
 		dk.nextK++
 		dk.created[g] = true
 		dk.groups[g] = true
 		d.command(&pimv1.GroupReq{Op: pimv1.GroupOp_GROUP_OP_CREATE, Group: g, Users: []string{d.w.other(d.user)}})
-	case x < 91:
+	case x < 84:
 		gs := sortedTrue(dk.created)
 		if len(gs) == 0 {
 			return
@@ -490,7 +566,7 @@ func (d *device) act(r *rand.Rand) {
 		dk.nextK++
 		dk.xusers[g] = append(dk.xusers[g], u)
 		d.command(&pimv1.GroupReq{Op: pimv1.GroupOp_GROUP_OP_ADD, Group: g, Users: []string{u}})
-	case x < 93:
+	case x < 86:
 		gs := sortedTrue(dk.created)
 		if len(gs) == 0 {
 			return
@@ -499,18 +575,38 @@ func (d *device) act(r *rand.Rand) {
 		delete(dk.created, g)
 		dk.groups[g] = false
 		d.command(&pimv1.GroupReq{Op: pimv1.GroupOp_GROUP_OP_REMOVE, Group: g, Users: []string{d.user}})
+	case x < 96:
+		convs := sortedKeys(dk.seen)
+		if len(convs) == 0 {
+			return
+		}
+		conv := convs[r.IntN(len(convs))]
+		seqs := dk.seen[conv]
+		seq := seqs[len(seqs)-1] // read to the bottom, usually
+		if r.IntN(3) == 0 {
+			seq = seqs[r.IntN(len(seqs))] // or only so far
+		}
+		if x < 93 {
+			d.commandFrame(&pimv1.Frame{Body: &pimv1.Frame_ReadReq{ReadReq: &pimv1.ReadReq{Conv: conv, Seq: seq}}})
+		} else {
+			d.commandFrame(&pimv1.Frame{Body: &pimv1.Frame_HideReq{HideReq: &pimv1.HideReq{Conv: conv, Seq: seqs[r.IntN(len(seqs))]}}})
+		}
 	default:
 		d.retryFailed()
 	}
 }
 
 func (d *device) command(g *pimv1.GroupReq) {
+	d.commandFrame(&pimv1.Frame{Body: &pimv1.Frame_GroupReq{GroupReq: g}})
+}
+
+func (d *device) commandFrame(f *pimv1.Frame) {
 	d.input(func(c *core.Core) {
-		id, err := c.Command(d.local(), &pimv1.Frame{Body: &pimv1.Frame_GroupReq{GroupReq: g}})
+		id, err := c.Command(d.local(), f)
 		if err != nil {
 			d.w.violation("%s: Command: %v", d.name, err)
 		}
-		d.w.logf("%s: command %d: %v %s %v", d.name, id, g.GetOp(), g.GetGroup(), g.GetUsers())
+		d.w.logf("%s: command %d: %v", d.name, id, f.GetBody())
 	})
 }
 
@@ -557,6 +653,7 @@ func sortedTrue(m map[string]bool) []string {
 // deepCopy returns a copy of st sharing no memory with it.
 func deepCopy(st core.State) core.State {
 	var out core.State
-	out.Apply(core.Persist{Meta: &st.Meta, PutOutbox: st.Outbox, PutCommands: st.Commands, PutHeartbeats: st.Heartbeats})
+	out.Apply(core.Persist{Meta: &st.Meta, PutOutbox: st.Outbox, PutCommands: st.Commands, PutHeartbeats: st.Heartbeats,
+		PutConvs: st.Convs})
 	return out
 }

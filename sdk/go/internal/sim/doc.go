@@ -15,8 +15,12 @@
 // everyone created beforehand. Each device's clock is skewed (±30 s), the
 // server's too (±10 s). Users send text to their 1:1 conversation, their
 // self-conversation, the common group and groups they know of; they issue
-// offline commands (create a group, add and remove members, leave); they
-// retry failed messages now and then. Busy periods alternate with quiet ones
+// offline commands (create a group, add and remove members, leave, mark
+// read, to the bottom or partly, delete a message for themselves); they
+// retry failed messages now and then. In half the runs one device is
+// installed late, in the middle of the active phase: it catches up a long
+// timeline and loads the conversation list in several pages while the
+// others keep changing it. Busy periods alternate with quiet ones
 // so that idle connections heartbeat (and learn, and meet NAT timeouts);
 // devices are in the foreground or background.
 //
@@ -30,7 +34,14 @@
 // SyncReq pages that acknowledge after_user_seq; GroupReq create, add,
 // remove (owner or self) and members with membership messages in the
 // group; Ping/Pong; a connection silent for 2.5 heartbeats is closed; GoAway
-// on drain. Requests of a connection are processed one at a time in
+// on drain. The read state as the real server keeps it (readstate.go):
+// ReadReq (positions move forward; a ReadSync to the reader and a 1:1
+// peer), HideReq (idempotent; a Hidden event), delivered receipts appended
+// to the sender when a device of the recipient acknowledges, coalesced
+// group READ receipts (at most one per group per second, lost with a
+// server restart), and conversation entries versioned by the event that
+// changed them, answered by ConvListReq (by activity or since a version,
+// in pages). Requests of a connection are processed one at a time in
 // arrival order. A gateway restart loses its sessions and in-flight frames,
 // never the store.
 //
@@ -67,23 +78,29 @@
 // Then the heal phase: no new faults, everything up, apps in the
 // foreground retrying what failed, until quiescence (every device
 // connected, outbox empty but for refused messages, no pending command,
-// whole timeline delivered, server cursors caught up) or 5 virtual minutes.
+// whole timeline delivered, server cursors caught up, conversation lists
+// loaded and synced with nothing stale, no group receipt pending) or 5
+// virtual minutes.
 //
 // # Checks
 //
-// As the run goes (device.go, server.go): each event the app shows is
-// user seq Delivered+1 and is exactly what the server's timeline holds
-// there (no loss, no duplicate, no reorder: invariants 1, 2, 3, 5); the
-// persisted cursor equals what the app has shown; no Hello, PushAck or
-// SyncReq claims more than is on disk; no SendReq or GroupReq leaves before
-// its record is on disk, and resends are identical to it; every ack
-// matches the stored message; a device's messages are stored with
+// As the run goes (device.go, server.go): each timeline event the app
+// shows (messages, reads, hidden, receipts) is user seq Delivered+1 and is
+// exactly what the server's timeline holds there (no loss, no duplicate,
+// no reorder: invariants 1, 2, 3, 5); the persisted cursor equals what
+// the app has shown; no Hello, PushAck or SyncReq claims more than is on
+// disk; no SendReq or command leaves before its record is on disk, and
+// resends are identical to it; every ack matches the stored message; a device's messages are stored with
 // increasing client_seq per conversation (invariant 4); the server refuses
 // nothing the client should not have sent (a send overtaking its group's
 // CREATE, for example); every input leaves Deadline in the future.
 //
 // At the end (check.go): every device showed its user's whole timeline and
-// the server's cursor matches (1, 5, 6); every message the app sent was
+// the server's cursor matches (1, 5, 6); every device's conversation list
+// equals its user's entries on the server exactly (unread, read, join,
+// peer read and delivered positions, versions; none stale), and the
+// server's incremental entries equal their derivation from the timeline
+// (6); every message the app sent was
 // stored exactly once, in the order the app sent it (1, 2, 4), or was
 // refused legitimately (and not because it was overtaken by its own
 // device's leave); every command was answered exactly once, and the group

@@ -15,6 +15,9 @@
 //   - The model also records what the checker needs (effective group
 //     changes, refusals and whether they were legitimate, sender-order
 //     violations); recording never changes behaviour.
+//   - The read state (readstate.go) follows the real server: every change
+//     to a conversation entry is made with the timeline event announcing
+//     it, versioned by that event's user seq.
 
 package sim
 
@@ -24,12 +27,17 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"google.golang.org/protobuf/proto"
+
 	pimv1 "github.com/pim-project/pim/proto/pim/v1"
 )
 
+// ref is one timeline entry: the message conv/seq, or (ev set) an event
+// about it (a read, a hidden message, a receipt; kind only).
 type ref struct {
 	conv string
 	seq  uint64
+	ev   *pimv1.Event
 }
 
 type dedupKey struct{ user, device, cmid string }
@@ -58,6 +66,7 @@ type store struct {
 	msgN      uint64
 	clientSeq map[[3]string]uint64 // (user, device, conv) -> client_seq of the last message stored
 	groupLog  []groupOp
+	rs        readStore
 }
 
 func newStore(epoch string) *store {
@@ -69,6 +78,7 @@ func newStore(epoch string) *store {
 		cursors:   make(map[[2]string]uint64),
 		groups:    make(map[string]map[string]*member),
 		clientSeq: make(map[[3]string]uint64),
+		rs:        newReadStore(),
 	}
 }
 
@@ -76,7 +86,19 @@ func (st *store) head(user string) uint64 { return uint64(len(st.timelines[user]
 
 func (st *store) event(user string, us uint64) *pimv1.Event {
 	r := st.timelines[user][us-1]
+	if r.ev != nil {
+		ev := proto.Clone(r.ev).(*pimv1.Event)
+		ev.UserSeq = us
+		return ev
+	}
 	return &pimv1.Event{UserSeq: us, Kind: &pimv1.Event_Message{Message: st.msgs[r.conv][r.seq-1]}}
+}
+
+// appendEvent appends ev (kind only) about conv/seq to user's timeline and
+// returns its user seq.
+func (st *store) appendEvent(user, conv string, seq uint64, ev *pimv1.Event) uint64 {
+	st.timelines[user] = append(st.timelines[user], ref{conv, seq, ev})
+	return st.head(user)
 }
 
 // members returns conv's members, sorted; ok is false for an unknown group.
@@ -112,14 +134,17 @@ func (st *store) appendMsg(msg *pimv1.Message, recipients []string) []string {
 	msg.Seq = uint64(len(st.msgs[msg.Conv]) + 1)
 	st.msgs[msg.Conv] = append(st.msgs[msg.Conv], msg)
 	for _, u := range recipients {
-		st.timelines[u] = append(st.timelines[u], ref{msg.Conv, msg.Seq})
+		st.timelines[u] = append(st.timelines[u], ref{conv: msg.Conv, seq: msg.Seq})
+		st.noteMessage(u, st.head(u), msg)
 	}
 	return recipients
 }
 
-func (st *store) ack(user, device string, us uint64) {
+// ack moves (user, device)'s cursor and returns the new cursor.
+func (st *store) ack(user, device string, us uint64) uint64 {
 	k := [2]string{user, device}
 	st.cursors[k] = max(st.cursors[k], min(us, st.head(user)))
+	return st.cursors[k]
 }
 
 func parseDirect(conv string) (a, b string, ok bool) {
@@ -156,6 +181,17 @@ type server struct {
 	orderGuard bool
 	// hiccup: this many next SendReqs are refused as if storage failed.
 	hiccup int
+	// rc coalesces group read receipts (logic.RunReceipts): in memory, lost
+	// with a whole-server restart.
+	rc coalescer
+}
+
+// ack is logic.Ack: the cursor moves, and the newly acknowledged range
+// becomes delivered receipts for 1:1 peers.
+func (s *server) ack(user, device string, us uint64) {
+	if c := s.st.ack(user, device, us); c > 0 {
+		s.deliver(s.st.markDelivered(user, c))
+	}
 }
 
 func (s *server) storeDown() bool { return s.w.s.now.Before(s.downUntil) }
@@ -218,7 +254,7 @@ func (s *server) send(user, device string, req *pimv1.SendReq) (*pimv1.SendAck, 
 		ServerTime: s.w.s.now.UnixMilli(), ClientSeq: req.GetClientSeq(),
 	}
 	s.deliver(st.appendMsg(msg, ms))
-	st.dedup[dk] = ref{conv, msg.Seq}
+	st.dedup[dk] = ref{conv: conv, seq: msg.Seq}
 	return &pimv1.SendAck{ClientMsgId: dk.cmid, Conv: conv, Seq: msg.Seq, MsgId: msg.MsgId,
 		ServerTime: msg.ServerTime}, nil
 }
@@ -456,7 +492,7 @@ func (ss *session) onFrame(f *pimv1.Frame) {
 	s := ss.srv()
 	id := f.GetRequestId()
 	if ss.pendingAck > 0 && !s.storeDown() {
-		s.st.ack(ss.user, ss.device, ss.pendingAck)
+		s.ack(ss.user, ss.device, ss.pendingAck)
 		ss.pendingAck = 0
 	}
 	unavailable := &pimv1.Error{Code: pimv1.ErrorCode_ERROR_CODE_UNAVAILABLE, Message: "storage down", RetryAfterMs: 1000}
@@ -464,7 +500,7 @@ func (ss *session) onFrame(f *pimv1.Frame) {
 	case *pimv1.Frame_PushAck:
 		ss.acked = max(ss.acked, b.PushAck.GetUserSeq())
 		if !s.storeDown() {
-			s.st.ack(ss.user, ss.device, b.PushAck.GetUserSeq())
+			s.ack(ss.user, ss.device, b.PushAck.GetUserSeq())
 		} else {
 			ss.pendingAck = max(ss.pendingAck, b.PushAck.GetUserSeq())
 		}
@@ -496,7 +532,7 @@ func (ss *session) onFrame(f *pimv1.Frame) {
 		}
 		after := b.SyncReq.GetAfterUserSeq()
 		if after > 0 {
-			s.st.ack(ss.user, ss.device, after)
+			s.ack(ss.user, ss.device, after)
 		}
 		limit := int(b.SyncReq.GetLimit())
 		if limit <= 0 {
@@ -523,6 +559,18 @@ func (ss *session) onFrame(f *pimv1.Frame) {
 			return
 		}
 		ss.reply(id, &pimv1.Frame{Body: &pimv1.Frame_GroupResp{GroupResp: resp}})
+	case *pimv1.Frame_ReadReq, *pimv1.Frame_HideReq, *pimv1.Frame_ConvListReq:
+		if s.storeDown() {
+			ss.replyErr(id, unavailable)
+			return
+		}
+		resp, e := s.readState(ss.user, ss.device, f)
+		w.logf("server %s conn %d: %T -> %v err %v", ss.device, ss.nc.id, b, resp.GetBody(), e.GetCode())
+		if e != nil {
+			ss.replyErr(id, e)
+			return
+		}
+		ss.reply(id, resp)
 	case *pimv1.Frame_Ping:
 		ss.reply(id, &pimv1.Frame{Body: &pimv1.Frame_Pong{Pong: &pimv1.Pong{
 			ServerTime: w.serverClock(), ClientTime: b.Ping.GetClientTime()}}})

@@ -72,6 +72,11 @@ func TestSimulation(t *testing.T) {
 				total.DeadConns += res.Stats.DeadConns
 				total.GoAways += res.Stats.GoAways
 				total.Learned += res.Stats.Learned
+				total.Reads += res.Stats.Reads
+				total.Hidden += res.Stats.Hidden
+				total.Receipts += res.Stats.Receipts
+				total.ListReqs += res.Stats.ListReqs
+				total.StaleEntries += res.Stats.StaleEntries
 				total.Virtual += res.Stats.Virtual
 				if *flagV {
 					t.Logf("seed %d: %+v", seed, res.Stats)
@@ -83,10 +88,12 @@ func TestSimulation(t *testing.T) {
 	wg.Wait()
 	t.Logf("%d seeds in %v: %d messages sent, %d shown, %d commands, %d faults, %d app restarts, "+
 		"%d budget failures, %d dead connections detected, %d GoAways, %d re-resolves, "+
-		"%d networks with a learned heartbeat, %d steps, %v virtual",
+		"%d networks with a learned heartbeat, %d read, %d hidden and %d receipt events shown, "+
+		"%d ConvListReqs, %d stale entries refetched, %d steps, %v virtual",
 		len(seeds), time.Since(start).Round(time.Millisecond), total.Sent, total.Shown, total.Commands,
 		total.Faults, total.Restarts, total.BudgetFailures, total.DeadConns, total.GoAways, total.ReResolves,
-		total.Learned, total.Steps, total.Virtual.Round(time.Second))
+		total.Learned, total.Reads, total.Hidden, total.Receipts, total.ListReqs, total.StaleEntries,
+		total.Steps, total.Virtual.Round(time.Second))
 	for _, res := range failed {
 		var b strings.Builder
 		fmt.Fprintf(&b, "seed %d: %d violations:\n", res.Seed, len(res.Violations))

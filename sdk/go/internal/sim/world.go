@@ -53,11 +53,15 @@ type Result struct {
 type Stats struct {
 	Devices, Sent, Shown, Commands, Faults, Restarts, BudgetFailures, ReResolves, Steps int
 	DeadConns, GoAways, Learned                                                         int
-	Virtual                                                                             time.Duration
+	// Read state: read, hidden and receipt events shown; ConvListReqs sent;
+	// conversation entries that turned stale (and were fetched again).
+	Reads, Hidden, Receipts, ListReqs, StaleEntries int
+	Virtual                                         time.Duration
 }
 
 type stats struct {
 	sent, shown, faults, budgetFailures, reResolves, deadConns, goAways int
+	reads, hidden, receipts, listReqs, stale                            int
 }
 
 type params struct {
@@ -70,6 +74,7 @@ type params struct {
 	actMean   time.Duration
 	syncLimit uint32
 	ackEvery  int
+	convPage  uint32
 }
 
 type world struct {
@@ -120,6 +125,7 @@ func Run(opts Options) Result {
 		actMean:   time.Duration(150+r.IntN(600)) * time.Millisecond,
 		syncLimit: uint32(1 + r.IntN(40)),
 		ackEvery:  1 + r.IntN(16),
+		convPage:  uint32(1 + r.IntN(6)),
 	}
 	w.p.latJitter = w.p.latBase * time.Duration(1+r.IntN(3))
 	if opts.quiet {
@@ -132,7 +138,9 @@ func Run(opts Options) Result {
 		Devices: len(w.devs), Sent: w.stats.sent, Shown: w.stats.shown, Faults: w.stats.faults,
 		BudgetFailures: w.stats.budgetFailures, ReResolves: w.stats.reResolves, Steps: w.s.steps,
 		DeadConns: w.stats.deadConns, GoAways: w.stats.goAways,
-		Virtual: w.s.now.Sub(epoch0),
+		Reads: w.stats.reads, Hidden: w.stats.hidden, Receipts: w.stats.receipts, ListReqs: w.stats.listReqs,
+		StaleEntries: w.stats.stale,
+		Virtual:      w.s.now.Sub(epoch0),
 	}
 	for _, d := range w.devs {
 		res.Stats.Restarts += d.restarts
@@ -184,7 +192,21 @@ func (w *world) setup() {
 		}
 		d.fg = w.rnd.IntN(2) == 0
 		w.devs = append(w.devs, d)
-		w.s.after(time.Duration(w.rnd.IntN(500))*time.Millisecond, d.start)
+	}
+	// Half the runs have a device installed late: its first connection
+	// loads a long timeline and a conversation list of many pages while
+	// the others keep changing it.
+	late := -1
+	if w.rnd.IntN(2) == 0 && !w.opts.quiet {
+		late = len(w.devs) - 1
+		w.devs[late].lateUntil = epoch0.Add(time.Duration(5000+w.rnd.IntN(25000)) * time.Millisecond)
+	}
+	for i, d := range w.devs {
+		if i == late {
+			w.s.at(d.lateUntil, d.start)
+		} else {
+			w.s.after(time.Duration(w.rnd.IntN(500))*time.Millisecond, d.start)
+		}
 	}
 }
 
@@ -322,6 +344,7 @@ func (w *world) fault() {
 		w.srv.downUntil = w.s.now.Add(short())
 	case 7:
 		w.logf("fault: server restart")
+		w.srv.rc.restart()
 		down := short()
 		for _, g := range w.srv.gws {
 			if g.up {
@@ -360,7 +383,7 @@ func (w *world) fault() {
 }
 
 func (w *world) restart(d *device) {
-	if d.c == nil {
+	if d.c == nil && !w.s.now.Before(d.lateUntil) {
 		d.start()
 	}
 }
@@ -406,6 +429,9 @@ func (w *world) quiescent() bool { return w.notQuiet() == "" }
 
 func (w *world) notQuiet() string {
 	st := w.srv.st
+	if !w.srv.rc.idle() {
+		return "group read receipts pending"
+	}
 	for _, d := range w.devs {
 		switch {
 		case d.c == nil:
@@ -418,6 +444,9 @@ func (w *world) notQuiet() string {
 			return fmt.Sprintf("%s delivered %d of %d", d.name, d.c.Delivered(), st.head(d.user))
 		case st.cursors[[2]string{d.user, d.name}] != st.head(d.user):
 			return fmt.Sprintf("%s server cursor %d of %d", d.name, st.cursors[[2]string{d.user, d.name}], st.head(d.user))
+		}
+		if ls := d.c.ListStatus(); !ls.Loaded || ls.Syncing || !ls.Synced || ls.Stale > 0 {
+			return fmt.Sprintf("%s conversation list %+v", d.name, ls)
 		}
 		for _, e := range d.c.Outbox() {
 			if !e.Rejected() {
@@ -486,6 +515,8 @@ func (w *world) coreConfig(d *device) core.Config {
 		AckEvery:          w.p.ackEvery,
 		AckDelay:          100 * time.Millisecond,
 		CommandQuarantine: w.quarantine(),
+		ConvList:          true,
+		ConvListLimit:     w.p.convPage,
 		Backoff: core.BackoffConfig{
 			Base: 100 * time.Millisecond, Cap: 3 * time.Second, HealthyAfter: 5 * time.Second, ReResolveAfter: 3,
 		},

@@ -213,8 +213,9 @@ type Store interface {
 	// is exactly the entries whose Version > V. Unread is exact: messages
 	// (not membership messages) from other users delivered to user with seq
 	// > max(ReadSeq, JoinSeq), less those user hid (Hide changes the entry).
-	// PeerReadSeq reads 0 while either user of a 1:1 conversation has read
-	// receipts off.
+	// PeerReadSeq is the highest read of the 1:1 peer reported while both
+	// users had read receipts on (turning them off stops new reports; it
+	// does not take back what was reported, which no event could version).
 	Conversations(ctx context.Context, user string, q ConvQuery) (convs []*pimv1.Conversation, more bool, version uint64, err error)
 
 	// Receipts returns how many users other than the message's sender have
@@ -225,8 +226,8 @@ type Store interface {
 	Receipts(ctx context.Context, conv string, seq uint64, afterUser string, limit int) (count int, readers []string, more bool, err error)
 	// NotifyReads appends one RECEIPT_KIND_READ event to the timeline of each
 	// sender (with read receipts on) of a content message in conv with
-	// from < seq <= to (the newest MaxNotifySpan of them), carrying the read
-	// counts of that sender's messages. The server calls it at most once a
+	// from < seq <= to (the newest MaxNotifySpan of them) that someone else
+	// has read, carrying the read counts of those of the sender's messages. The server calls it at most once a
 	// second per conversation (coalescing).
 	NotifyReads(ctx context.Context, conv string, from, to uint64) (Result, error)
 	// MarkDelivered records that a device of user acknowledged its timeline

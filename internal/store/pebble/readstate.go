@@ -669,7 +669,12 @@ func (w *writer) readReceipt(b *pebble.Batch, conv, sender string, seqs []uint64
 	}
 	rc := &pimv1.Receipt{Conv: conv, Kind: pimv1.ReceiptKind_RECEIPT_KIND_READ}
 	for _, s := range seqs {
-		rc.Messages = append(rc.Messages, &pimv1.MessageReads{Seq: s, ReadCount: uint32(countReaders(readers, s, sender))})
+		if n := countReaders(readers, s, sender); n > 0 { // nobody else read it: nothing to tell
+			rc.Messages = append(rc.Messages, &pimv1.MessageReads{Seq: s, ReadCount: uint32(n)})
+		}
+	}
+	if len(rc.Messages) == 0 {
+		return store.Delivery{}, false, nil
 	}
 	d, err := w.appendEvent(b, sender, ref{conv: conv, seq: to}, &pimv1.Event{Kind: &pimv1.Event_Receipt{Receipt: rc}})
 	return d, err == nil, err

@@ -40,40 +40,15 @@ func conversations(r pebble.Reader, user string, q store.ConvQuery) ([]*pimv1.Co
 	if err != nil {
 		return nil, false, 0, err
 	}
-	off, err := receiptsOffAt(r, user)
-	if err != nil {
-		return nil, false, 0, err
-	}
 	convs := make([]*pimv1.Conversation, 0, len(names))
 	for _, conv := range names {
 		c, err := convEntryAt(r, user, conv)
 		if err != nil {
 			return nil, false, 0, err
 		}
-		if err := maskPeerRead(r, c, user, off); err != nil {
-			return nil, false, 0, err
-		}
 		convs = append(convs, c)
 	}
 	return convs, more, version, nil
-}
-
-// maskPeerRead hides a 1:1 peer's read position when either user has read
-// receipts off now (reads made before are not shown either).
-func maskPeerRead(r pebble.Reader, c *pimv1.Conversation, user string, off bool) error {
-	a, b, ok := store.ParseDirect(c.Conv)
-	if !ok || c.PeerReadSeq == 0 {
-		return nil
-	}
-	peer := a
-	if peer == user {
-		peer = b
-	}
-	peerOff, err := receiptsOffAt(r, peer)
-	if off || peerOff {
-		c.PeerReadSeq = 0
-	}
-	return err
 }
 
 func receiptsOffAt(r pebble.Reader, user string) (bool, error) {

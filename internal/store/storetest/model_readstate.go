@@ -6,8 +6,10 @@
 // Invariants:
 //   - An entry exists for every conversation with a message event in the
 //     user's timeline; its Version is the user seq of the last event that
-//     changed it (a message, a read-sync, a DELIVERED receipt); Hidden
-//     events and group READ receipts change no entry.
+//     changed it (a message, a read-sync, a DELIVERED receipt, a Hidden
+//     event); group READ receipts change no entry. PeerReadSeq is the
+//     highest peer read-sync received: a read made while either user had
+//     read receipts off never produced one.
 //   - Unread counts the message events of the conversation in the user's
 //     timeline that are content from others with seq > max(ReadSeq,
 //     JoinSeq), JoinSeq being that of the user's last join.
@@ -139,7 +141,6 @@ func (st *memState) entries(user string) map[string]*pimv1.Conversation {
 			}
 		}
 	}
-	off := st.rs.off[user]
 	for conv, c := range out {
 		c.ReadSeq = st.reads[[2]string{user, conv}]
 		hidden := st.rs.hidden[[2]string{user, conv}]
@@ -150,9 +151,6 @@ func (st *memState) entries(user string) map[string]*pimv1.Conversation {
 			}
 		}
 		c.LastMessage = clone(st.msgs[conv][c.LastSeq-1])
-		if a, b, ok := store.ParseDirect(conv); ok && (off || st.rs.off[a] || st.rs.off[b]) {
-			c.PeerReadSeq = 0 // masked while either has read receipts off
-		}
 	}
 	return out
 }
@@ -283,7 +281,12 @@ func (m *memStore) NotifyReads(ctx context.Context, conv string, from, to uint64
 					n++
 				}
 			}
-			rc.Messages = append(rc.Messages, &pimv1.MessageReads{Seq: seq, ReadCount: uint32(n)})
+			if n > 0 {
+				rc.Messages = append(rc.Messages, &pimv1.MessageReads{Seq: seq, ReadCount: uint32(n)})
+			}
+		}
+		if len(rc.Messages) == 0 {
+			continue
 		}
 		res.Deliveries = append(res.Deliveries, st.deliver(s, conv, to, &pimv1.Event{Kind: &pimv1.Event_Receipt{Receipt: rc}}))
 	}

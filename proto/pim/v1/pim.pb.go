@@ -2597,8 +2597,8 @@ type Conversation struct {
 	JoinSeq uint64 `protobuf:"varint,8,opt,name=join_seq,json=joinSeq,proto3" json:"join_seq,omitempty"`
 	// The user is no longer a member (removed or left).
 	Left bool `protobuf:"varint,9,opt,name=left,proto3" json:"left,omitempty"`
-	// 1:1: the peer's read position (read receipts), unless either user has
-	// turned read receipts off.
+	// 1:1: the peer's read position as reported by read receipts: reads made
+	// while either user had read receipts off are not reported.
 	PeerReadSeq uint64 `protobuf:"varint,10,opt,name=peer_read_seq,json=peerReadSeq,proto3" json:"peer_read_seq,omitempty"`
 	// 1:1: the highest seq of this user's messages delivered to a peer device.
 	PeerDeliveredSeq uint64 `protobuf:"varint,11,opt,name=peer_delivered_seq,json=peerDeliveredSeq,proto3" json:"peer_delivered_seq,omitempty"`

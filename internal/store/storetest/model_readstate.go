@@ -16,6 +16,7 @@
 package storetest
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -177,9 +178,9 @@ func (m *memStore) Conversations(ctx context.Context, user string, q store.ConvQ
 	}
 	slices.SortFunc(sel, func(a, b *pimv1.Conversation) int {
 		if q.SinceVersion > 0 {
-			return cmpU64(a.Version, b.Version)
+			return cmp.Compare(a.Version, b.Version)
 		}
-		return cmpU64(b.Activity, a.Activity)
+		return cmp.Compare(b.Activity, a.Activity)
 	})
 	limit := max(q.Limit, 0)
 	more := len(sel) > limit && limit > 0
@@ -188,16 +189,6 @@ func (m *memStore) Conversations(ctx context.Context, user string, q store.ConvQ
 		sel = []*pimv1.Conversation{}
 	}
 	return sel, more, version, nil
-}
-
-func cmpU64(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 func (m *memStore) Receipts(ctx context.Context, conv string, seq uint64, afterUser string, limit int) (int, []string, bool, error) {

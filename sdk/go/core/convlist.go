@@ -37,6 +37,7 @@
 package core
 
 import (
+	"cmp"
 	"slices"
 	"time"
 
@@ -148,7 +149,7 @@ func (c *Core) Conversations() []Conversation {
 func SortConversations(cs []Conversation) {
 	slices.SortFunc(cs, func(a, b Conversation) int {
 		if a.Activity != b.Activity {
-			return cmpU64(b.Activity, a.Activity)
+			return cmp.Compare(b.Activity, a.Activity)
 		}
 		switch {
 		case a.Conv < b.Conv:

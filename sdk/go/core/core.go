@@ -18,6 +18,7 @@
 package core
 
 import (
+	"cmp"
 	crand "crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
@@ -117,13 +118,13 @@ func New(cfg Config, st State) (*Core, error) {
 		c.meta.NextOrder = max(c.meta.NextOrder, e.Order+1)
 		c.meta.NextClientSeq = max(c.meta.NextClientSeq, e.ClientSeq+1)
 	}
-	slices.SortFunc(c.outbox, func(a, b *entry) int { return cmpU64(a.Order, b.Order) })
+	slices.SortFunc(c.outbox, func(a, b *entry) int { return cmp.Compare(a.Order, b.Order) })
 	for _, ce := range st.Commands {
 		ce.Request = slices.Clone(ce.Request)
 		c.cmds = append(c.cmds, &command{CommandEntry: ce})
 		c.meta.NextOrder = max(c.meta.NextOrder, ce.Order+1)
 	}
-	slices.SortFunc(c.cmds, func(a, b *command) int { return cmpU64(a.Order, b.Order) })
+	slices.SortFunc(c.cmds, func(a, b *command) int { return cmp.Compare(a.Order, b.Order) })
 	for _, h := range st.Heartbeats {
 		c.hbRecs[h.Network] = h
 	}
@@ -144,16 +145,6 @@ func New(cfg Config, st State) (*Core, error) {
 	c.reqs = requests{pending: make(map[uint64]*request)}
 	c.cn = connMgr{token: cfg.Token, servers: cfg.Servers, dialAt: time.Time{}, phase: phaseWaiting}
 	return c, nil
-}
-
-func cmpU64(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 func (c *Core) resetOutputs() {

@@ -24,6 +24,7 @@
 package core
 
 import (
+	"cmp"
 	"slices"
 	"time"
 
@@ -103,7 +104,7 @@ func (c *Core) accept(now time.Time, ev *pimv1.Event) {
 		}
 	default:
 		i, found := slices.BinarySearchFunc(t.held, us, func(e *pimv1.Event, s uint64) int {
-			return cmpU64(e.GetUserSeq(), s)
+			return cmp.Compare(e.GetUserSeq(), s)
 		})
 		if !found && len(t.held) < maxHeld {
 			t.held = slices.Insert(t.held, i, ev)

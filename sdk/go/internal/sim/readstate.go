@@ -25,6 +25,7 @@
 package sim
 
 import (
+	"cmp"
 	"slices"
 	"time"
 
@@ -309,9 +310,9 @@ func (st *store) convList(user string, q *pimv1.ConvListReq) *pimv1.ConvListResp
 	}
 	slices.SortFunc(sel, func(a, b *pimv1.Conversation) int {
 		if q.GetSinceVersion() > 0 {
-			return cmpU64(a.Version, b.Version)
+			return cmp.Compare(a.Version, b.Version)
 		}
-		return cmpU64(b.Activity, a.Activity)
+		return cmp.Compare(b.Activity, a.Activity)
 	})
 	resp := &pimv1.ConvListResp{Version: st.head(user), HasMore: len(sel) > limit}
 	for _, c := range sel[:min(limit, len(sel))] {
@@ -322,16 +323,6 @@ func (st *store) convList(user string, q *pimv1.ConvListReq) *pimv1.ConvListResp
 		resp.Convs = append(resp.Convs, c)
 	}
 	return resp
-}
-
-func cmpU64(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // derivedEntries derives user's entries from scratch out of their timeline

@@ -106,7 +106,7 @@ func start(ctx context.Context, opts Options, st *store) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	cl := &Client{opts: opts, st: st, inputs: make(chan input), loopDone: make(chan struct{}),
+	cl := &Client{opts: opts, st: st, inputs: make(chan input, maxBatch), loopDone: make(chan struct{}),
 		evq: newEventQueue(), events: make(chan Event)}
 	if err := cl.setupHTTP(); err != nil {
 		return nil, err

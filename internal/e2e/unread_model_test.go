@@ -17,6 +17,7 @@ import (
 
 	"github.com/pim-project/pim/internal/client"
 	"github.com/pim-project/pim/internal/store"
+	"github.com/pim-project/pim/internal/store/readmodel"
 	pimv1 "github.com/pim-project/pim/proto/pim/v1"
 )
 
@@ -157,49 +158,15 @@ func checkDeviceUnread(t *testing.T, seed uint64, c *client.Conn, user, device s
 	if err != nil {
 		t.Fatal(err)
 	}
-	derived := deriveUnread(syncAll(t, c, 0), user)
+	derived := readmodel.Derive(user, syncAll(t, c, 0))
 	for _, e := range resp.Convs {
 		want := m.unread(user, e.Conv)
 		if e.Unread != want || e.ReadSeq != m.reads[[2]string{user, e.Conv}] {
 			t.Fatalf("seed %d: %s/%s %s: server unread %d read %d, model unread %d read %d",
 				seed, user, device, e.Conv, e.Unread, e.ReadSeq, want, m.reads[[2]string{user, e.Conv}])
 		}
-		if derived[e.Conv] != want {
-			t.Fatalf("seed %d: %s/%s %s: derived from the timeline %d, model %d", seed, user, device, e.Conv, derived[e.Conv], want)
+		if got := derived[e.Conv].GetUnread(); got != want {
+			t.Fatalf("seed %d: %s/%s %s: derived from the timeline %d, model %d", seed, user, device, e.Conv, got, want)
 		}
 	}
-}
-
-// deriveUnread computes unread counts from a user's whole timeline, the way
-// a client keeps them: messages, its own read-syncs and its join points.
-func deriveUnread(evs []*pimv1.Event, user string) map[string]uint64 {
-	type msg struct {
-		seq     uint64
-		counted bool
-	}
-	msgs := map[string][]msg{}
-	read, join := map[string]uint64{}, map[string]uint64{}
-	for _, ev := range evs {
-		if r := ev.GetRead(); r != nil && r.User == user {
-			read[r.Conv] = max(read[r.Conv], r.Seq)
-		}
-		mm := ev.GetMessage()
-		if mm == nil {
-			continue
-		}
-		if (mm.Type == pimv1.MessageType_MESSAGE_TYPE_GROUP_CREATED || mm.Type == pimv1.MessageType_MESSAGE_TYPE_MEMBERS_ADDED) &&
-			slices.Contains(mm.Members, user) {
-			join[mm.Conv] = mm.Seq
-		}
-		msgs[mm.Conv] = append(msgs[mm.Conv], msg{mm.Seq, store.CountsAsUnread(mm, user)})
-	}
-	out := map[string]uint64{}
-	for conv, ms := range msgs {
-		for _, x := range ms {
-			if x.counted && x.seq > max(read[conv], join[conv]) {
-				out[conv]++
-			}
-		}
-	}
-	return out
 }

@@ -1,18 +1,12 @@
 // The reference model of the read state. Where the Pebble store maintains
 // conversation entries incrementally, the model derives them from scratch
-// out of the user's timeline on every call: two independent ways to the
-// same answer, which is what the model test compares.
+// out of the user's timeline on every call (readmodel.Derive): two
+// independent ways to the same answer, which is what the model test
+// compares.
 //
-// Invariants:
-//   - An entry exists for every conversation with a message event in the
-//     user's timeline; its Version is the user seq of the last event that
-//     changed it (a message, a read-sync, a DELIVERED receipt, a Hidden
-//     event); group READ receipts change no entry. PeerReadSeq is the
-//     highest peer read-sync received: a read made while either user had
-//     read receipts off never produced one.
-//   - Unread counts the message events of the conversation in the user's
-//     timeline that are content from others with seq > max(ReadSeq,
-//     JoinSeq), JoinSeq being that of the user's last join.
+// Invariants: the entries are readmodel's definition (see its package
+// comment); PeerReadSeq only ever holds reads reported while both users
+// had read receipts on, because no other read produces a peer read-sync.
 package storetest
 
 import (
@@ -24,6 +18,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/pim-project/pim/internal/store"
+	"github.com/pim-project/pim/internal/store/readmodel"
 	pimv1 "github.com/pim-project/pim/proto/pim/v1"
 )
 
@@ -95,62 +90,21 @@ func (st *memState) markRead(user, device, conv string, seq uint64, members []st
 	return seq, res, nil
 }
 
-// entries derives user's conversation entries from their timeline.
+// entries derives user's conversation entries from their timeline
+// (readmodel.Derive), each with its last message.
 func (st *memState) entries(user string) map[string]*pimv1.Conversation {
-	out := make(map[string]*pimv1.Conversation)
-	entry := func(conv string) *pimv1.Conversation {
-		c, ok := out[conv]
-		if !ok {
-			c = &pimv1.Conversation{Conv: conv}
-			out[conv] = c
-		}
-		return c
-	}
-	for i, r := range st.timelines[user] {
-		us := uint64(i + 1)
-		if r.ev == nil {
-			m := st.msgs[r.conv][r.seq-1]
-			c := entry(r.conv)
-			c.LastSeq, c.Activity, c.Version = m.Seq, us, us
-			mine := slices.Contains(m.Members, user)
-			switch m.Type {
-			case pimv1.MessageType_MESSAGE_TYPE_GROUP_CREATED, pimv1.MessageType_MESSAGE_TYPE_MEMBERS_ADDED:
-				if mine {
-					c.JoinSeq, c.Left = m.Seq, false
-				}
-			case pimv1.MessageType_MESSAGE_TYPE_MEMBERS_REMOVED:
-				if mine {
-					c.Left = true
-				}
-			}
-			continue
-		}
-		switch k := r.ev.Kind.(type) {
-		case *pimv1.Event_Read:
-			c := entry(r.conv)
-			if k.Read.User != user {
-				c.PeerReadSeq = max(c.PeerReadSeq, k.Read.Seq)
-			}
-			c.Version = us
-		case *pimv1.Event_Hidden:
-			entry(r.conv).Version = us
-		case *pimv1.Event_Receipt:
-			if k.Receipt.Kind == pimv1.ReceiptKind_RECEIPT_KIND_DELIVERED {
-				c := entry(r.conv)
-				c.PeerDeliveredSeq = max(c.PeerDeliveredSeq, k.Receipt.Seq)
-				c.Version = us
-			}
+	tl := st.timelines[user]
+	evs := make([]*pimv1.Event, len(tl))
+	for i, r := range tl {
+		evs[i] = &pimv1.Event{UserSeq: uint64(i + 1)}
+		if r.ev != nil {
+			evs[i].Kind = r.ev.Kind
+		} else {
+			evs[i].Kind = &pimv1.Event_Message{Message: st.msgs[r.conv][r.seq-1]}
 		}
 	}
+	out := readmodel.Derive(user, evs)
 	for conv, c := range out {
-		c.ReadSeq = st.reads[[2]string{user, conv}]
-		hidden := st.rs.hidden[[2]string{user, conv}]
-		for _, r := range st.timelines[user] {
-			if r.ev == nil && r.conv == conv && r.seq > max(c.ReadSeq, c.JoinSeq) &&
-				store.CountsAsUnread(st.msgs[conv][r.seq-1], user) && !slices.Contains(hidden, r.seq) {
-				c.Unread++
-			}
-		}
 		c.LastMessage = clone(st.msgs[conv][c.LastSeq-1])
 	}
 	return out

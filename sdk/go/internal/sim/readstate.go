@@ -31,6 +31,8 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	pimstore "github.com/pim-project/pim/internal/store"
+	"github.com/pim-project/pim/internal/store/readmodel"
 	pimv1 "github.com/pim-project/pim/proto/pim/v1"
 )
 
@@ -58,10 +60,6 @@ func newReadStore() readStore {
 		delivered: make(map[string]uint64),
 		entries:   make(map[string]map[string]*pimv1.Conversation),
 	}
-}
-
-func countsAsUnread(m *pimv1.Message, user string) bool {
-	return m.GetSender() != user && m.GetType() < pimv1.MessageType_MESSAGE_TYPE_GROUP_CREATED
 }
 
 // entry returns user's entry for conv (created empty if none).
@@ -93,7 +91,7 @@ func (st *store) noteMessage(user string, us uint64, msg *pimv1.Message) {
 			c.Left = true
 		}
 	}
-	if countsAsUnread(msg, user) && msg.Seq > c.ReadSeq {
+	if pimstore.CountsAsUnread(msg, user) && msg.Seq > c.ReadSeq {
 		c.Unread++
 	}
 }
@@ -111,7 +109,7 @@ func (st *store) unreadAbove(user, conv string, pos, join uint64) uint64 {
 	hidden := st.rs.hidden[[2]string{user, conv}]
 	var n uint64
 	for _, m := range st.msgs[conv][max(pos, join):] {
-		if countsAsUnread(m, user) && !hidden[m.Seq] {
+		if pimstore.CountsAsUnread(m, user) && !hidden[m.Seq] {
 			n++
 		}
 	}
@@ -207,7 +205,7 @@ func (s *server) hide(user, device, conv string, seq uint64) {
 	us := st.appendEvent(user, conv, seq, &pimv1.Event{Kind: &pimv1.Event_Hidden{Hidden: &pimv1.Hidden{
 		Conv: conv, Seq: seq, Device: device}}})
 	c := st.entry(user, conv)
-	if seq > max(c.ReadSeq, c.JoinSeq) && countsAsUnread(st.msgs[conv][seq-1], user) && c.Unread > 0 {
+	if seq > max(c.ReadSeq, c.JoinSeq) && pimstore.CountsAsUnread(st.msgs[conv][seq-1], user) && c.Unread > 0 {
 		c.Unread--
 	}
 	c.Version = us
@@ -326,62 +324,20 @@ func (st *store) convList(user string, q *pimv1.ConvListReq) *pimv1.ConvListResp
 }
 
 // derivedEntries derives user's entries from scratch out of their timeline
-// (the model's way, independent of the incremental one above).
+// (readmodel.Derive, the store model's definition), independently of the
+// incremental upkeep above.
 func (st *store) derivedEntries(user string) map[string]*pimv1.Conversation {
-	out := make(map[string]*pimv1.Conversation)
-	entry := func(conv string) *pimv1.Conversation {
-		if out[conv] == nil {
-			out[conv] = &pimv1.Conversation{Conv: conv}
-		}
-		return out[conv]
-	}
-	for i, r := range st.timelines[user] {
-		us := uint64(i + 1)
-		if r.ev == nil {
-			m := st.msgs[r.conv][r.seq-1]
-			c := entry(r.conv)
-			c.LastSeq, c.Activity, c.Version = m.Seq, us, us
-			mine := slices.Contains(m.Members, user)
-			switch m.Type {
-			case pimv1.MessageType_MESSAGE_TYPE_GROUP_CREATED, pimv1.MessageType_MESSAGE_TYPE_MEMBERS_ADDED:
-				if mine {
-					c.JoinSeq, c.Left = m.Seq, false
-				}
-			case pimv1.MessageType_MESSAGE_TYPE_MEMBERS_REMOVED:
-				if mine {
-					c.Left = true
-				}
-			}
-			continue
-		}
-		switch k := r.ev.Kind.(type) {
-		case *pimv1.Event_Read:
-			c := entry(r.conv)
-			if k.Read.User != user {
-				c.PeerReadSeq = max(c.PeerReadSeq, k.Read.Seq)
-			}
-			c.Version = us
-		case *pimv1.Event_Hidden:
-			entry(r.conv).Version = us
-		case *pimv1.Event_Receipt:
-			if k.Receipt.Kind == pimv1.ReceiptKind_RECEIPT_KIND_DELIVERED {
-				c := entry(r.conv)
-				c.PeerDeliveredSeq = max(c.PeerDeliveredSeq, k.Receipt.Seq)
-				c.Version = us
-			}
+	tl := st.timelines[user]
+	evs := make([]*pimv1.Event, len(tl))
+	for i, r := range tl {
+		evs[i] = &pimv1.Event{UserSeq: uint64(i + 1)}
+		if r.ev != nil {
+			evs[i].Kind = r.ev.Kind
+		} else {
+			evs[i].Kind = &pimv1.Event_Message{Message: st.msgs[r.conv][r.seq-1]}
 		}
 	}
-	for conv, c := range out {
-		c.ReadSeq = st.rs.reads[[2]string{user, conv}].pos
-		hidden := st.rs.hidden[[2]string{user, conv}]
-		for _, r := range st.timelines[user] {
-			if r.ev == nil && r.conv == conv && r.seq > max(c.ReadSeq, c.JoinSeq) &&
-				countsAsUnread(st.msgs[conv][r.seq-1], user) && !hidden[r.seq] {
-				c.Unread++
-			}
-		}
-	}
-	return out
+	return readmodel.Derive(user, evs)
 }
 
 // coalescer is logic's: at most one READ notification per group per

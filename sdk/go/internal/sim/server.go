@@ -29,6 +29,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	pimstore "github.com/pim-project/pim/internal/store"
 	pimv1 "github.com/pim-project/pim/proto/pim/v1"
 )
 
@@ -591,7 +592,7 @@ func (ss *session) onHello(f *pimv1.Frame) {
 	case h.GetProtocolVersion() != 1:
 		ss.fatal(id, pimv1.ErrorCode_ERROR_CODE_UNSUPPORTED_VERSION, "version", 0)
 		return
-	case !validID(h.GetDeviceId()):
+	case !pimstore.ValidID(h.GetDeviceId()):
 		ss.fatal(id, pimv1.ErrorCode_ERROR_CODE_BAD_REQUEST, "device id", 0)
 		return
 	}
@@ -655,20 +656,4 @@ func (ss *session) pump() {
 		}
 		ss.write(&pimv1.Frame{Body: &pimv1.Frame_Push{Push: p}})
 	}
-}
-
-func validID(s string) bool {
-	if len(s) == 0 || len(s) > 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
-		case c == '.', c == '_', c == '-', c == '@':
-		default:
-			return false
-		}
-	}
-	return true
 }

@@ -87,14 +87,14 @@ func (w *writer) convEntry(user, conv string) (*convState, error) {
 func (w *writer) saveConv(b *pebble.Batch, user string, st *convState) {
 	c := st.c
 	old, want := indexKeys(st.idxActivity, st.idxVersion), indexKeys(c.Activity, c.Version)
-	for seq := range old {
-		if _, ok := want[seq]; !ok {
-			w.del(b, convIndexKey(user, seq))
+	for _, k := range old {
+		if k.seq > 0 && want.role(k.seq) == 0 {
+			w.del(b, convIndexKey(user, k.seq))
 		}
 	}
-	for seq, role := range want {
-		if old[seq] != role {
-			w.set(b, convIndexKey(user, seq), encodeIndexValue(role, c.Conv))
+	for _, k := range want {
+		if k.seq > 0 && old.role(k.seq) != k.role {
+			w.set(b, convIndexKey(user, k.seq), encodeIndexValue(k.role, c.Conv))
 		}
 	}
 	st.idxActivity, st.idxVersion = c.Activity, c.Version
@@ -108,18 +108,34 @@ func (w *writer) saveConv(b *pebble.Batch, user string, st *convState) {
 	w.set(b, convKey(user, c.Conv), raw)
 }
 
-// indexKeys returns the cx/ keys (seq -> role) of an entry with activity
-// and version.
-func indexKeys(activity, version uint64) map[uint64]byte {
-	switch {
-	case activity == version && version > 0:
-		return map[uint64]byte{version: roleBoth}
-	case activity > 0 && version > 0:
-		return map[uint64]byte{activity: roleActivity, version: roleVersion}
-	case version > 0:
-		return map[uint64]byte{version: roleVersion}
+// indexKey is one cx/ key of an entry (seq 0: none).
+type indexKey struct {
+	seq  uint64
+	role byte
+}
+
+// entryKeys are an entry's cx/ keys: at most two.
+type entryKeys [2]indexKey
+
+// role returns the role of the key at seq (0: no such key).
+func (ks entryKeys) role(seq uint64) byte {
+	for _, k := range ks {
+		if k.seq == seq && seq > 0 {
+			return k.role
+		}
 	}
-	return nil
+	return 0
+}
+
+// indexKeys returns the cx/ keys of an entry with activity and version.
+func indexKeys(activity, version uint64) entryKeys {
+	switch {
+	case activity == version:
+		return entryKeys{{version, roleBoth}}
+	case activity > 0:
+		return entryKeys{{activity, roleActivity}, {version, roleVersion}}
+	}
+	return entryKeys{{version, roleVersion}}
 }
 
 // noteMessage updates user's entry for msg, delivered at user seq us.

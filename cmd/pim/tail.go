@@ -162,6 +162,15 @@ func (t *tailer) follow(ctx context.Context, c *client.Conn) (done bool, delay t
 		select {
 		case ev, ok := <-c.Pushes():
 			if !ok {
+				if !goAway {
+					// The GoAway, if any, was queued before the stream ended;
+					// select may still have picked the end first.
+					select {
+					case g := <-c.GoAway():
+						goAway, reconnectAt = true, t.goingAway(g)
+					default:
+					}
+				}
 				if goAway {
 					// The server closed after its GoAway: wait out the rest.
 					return false, max(0, time.Until(reconnectAt)), nil
@@ -172,9 +181,8 @@ func (t *tailer) follow(ctx context.Context, c *client.Conn) (done bool, delay t
 				return true, 0, err
 			}
 		case g := <-c.GoAway():
-			after := time.Duration(g.RetryAfterMs) * time.Millisecond
-			goAway, reconnectAt, deadline = true, time.Now().Add(after), time.After(after)
-			fmt.Fprintf(t.stderr, "pim: server going away (%s); reconnecting in %v\n", orDefault(g.Reason, "no reason given"), after)
+			goAway, reconnectAt = true, t.goingAway(g)
+			deadline = time.After(time.Until(reconnectAt))
 		case <-deadline:
 			// Still open at the time the server asked us to come back.
 			return false, 0, nil
@@ -319,4 +327,11 @@ func (i *idleTimer) stop() {
 	if i.t != nil {
 		i.t.Stop()
 	}
+}
+
+// goingAway reports the server's GoAway and returns when to reconnect.
+func (t *tailer) goingAway(g *pimv1.GoAway) time.Time {
+	after := time.Duration(g.RetryAfterMs) * time.Millisecond
+	fmt.Fprintf(t.stderr, "pim: server going away (%s); reconnecting in %v\n", orDefault(g.Reason, "no reason given"), after)
+	return time.Now().Add(after)
 }

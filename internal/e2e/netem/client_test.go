@@ -3,8 +3,10 @@ package netem_test
 // The client side of TestLossAndDelay: this test binary, re-executed inside
 // the client namespace (`ip netns exec NS /proc/self/exe
 // -test.run=^TestHelperClient$`, told what to do by PIM_NETEM_* variables),
-// is one device. It uses internal/client (the lean protocol client; sdk/go
-// has no connectable client yet) with retry logic of its own:
+// is one device. With PIM_NETEM_CLIENT=sdk (the default) the device is the Go
+// SDK (sdkclient_test.go). With PIM_NETEM_CLIENT=lean it is this file's
+// device: internal/client (the lean protocol client) with retry logic of its
+// own, which measures the protocol and the server without the SDK:
 //
 //   - one connection at a time, redialled with capped exponential backoff and
 //     full jitter (seeded: the seed is in the test log) whenever it ends;
@@ -81,6 +83,7 @@ type event struct {
 }
 
 type helperConfig struct {
+	client                              string // "sdk" or "lean"
 	addr, token, user, device, to, conv string
 	n, expect                           int
 	every                               time.Duration
@@ -90,7 +93,7 @@ type helperConfig struct {
 
 func helperEnv(c helperConfig) []string {
 	return []string{
-		"PIM_NETEM_HELPER=1",
+		"PIM_NETEM_HELPER=1", "PIM_NETEM_CLIENT=" + c.client,
 		"PIM_NETEM_ADDR=" + c.addr, "PIM_NETEM_TOKEN=" + c.token,
 		"PIM_NETEM_USER=" + c.user, "PIM_NETEM_DEVICE=" + c.device, "PIM_NETEM_TO=" + c.to,
 		"PIM_NETEM_N=" + strconv.Itoa(c.n), "PIM_NETEM_EXPECT=" + strconv.Itoa(c.expect),
@@ -102,7 +105,8 @@ func helperEnv(c helperConfig) []string {
 
 func helperConfigFromEnv() (helperConfig, error) {
 	c := helperConfig{
-		addr: os.Getenv("PIM_NETEM_ADDR"), token: os.Getenv("PIM_NETEM_TOKEN"),
+		client: os.Getenv("PIM_NETEM_CLIENT"),
+		addr:   os.Getenv("PIM_NETEM_ADDR"), token: os.Getenv("PIM_NETEM_TOKEN"),
 		user: os.Getenv("PIM_NETEM_USER"), device: os.Getenv("PIM_NETEM_DEVICE"), to: os.Getenv("PIM_NETEM_TO"),
 	}
 	c.conv = store.DirectConv(c.user, c.to)
@@ -136,6 +140,14 @@ func TestHelperClient(t *testing.T) {
 	cfg, err := helperConfigFromEnv()
 	if err != nil {
 		t.Fatalf("helper config: %v", err)
+	}
+	if cfg.client == "sdk" {
+		d := &sdkDevice{cfg: cfg, dir: t.TempDir()}
+		if err := d.run(); err != nil {
+			d.emit(event{K: "error", Msg: err.Error()})
+			t.Fatal(err)
+		}
+		return
 	}
 	d := &device{cfg: cfg, rng: rand.New(rand.NewPCG(cfg.seed, cfg.seed^0x9e3779b97f4a7c15)),
 		changed: make(chan struct{}), echo: make(chan echo, cfg.n)}
@@ -202,17 +214,21 @@ func (d *device) current(ctx context.Context, not *client.Conn) *client.Conn {
 	}
 }
 
-// fatalCode reports errors that no retry can fix.
+// fatalCode reports errors that no retry can fix: the ones the SDK also
+// stops on (core.ServerError.stops). Anything else, including the server's
+// "no Hello within 10s" (PROTOCOL) when the Hello frame was lost and
+// retransmitted too late, is the network's doing: dial again.
 func fatalCode(err error) bool {
 	var ce *errcode.Error
 	if !errors.As(err, &ce) {
 		return false
 	}
 	switch ce.Code {
-	case pimv1.ErrorCode_ERROR_CODE_RATE_LIMITED, pimv1.ErrorCode_ERROR_CODE_UNAVAILABLE, pimv1.ErrorCode_ERROR_CODE_INTERNAL:
-		return false
+	case pimv1.ErrorCode_ERROR_CODE_UNAUTHENTICATED, pimv1.ErrorCode_ERROR_CODE_UNSUPPORTED_VERSION,
+		pimv1.ErrorCode_ERROR_CODE_BAD_REQUEST:
+		return true
 	}
-	return true
+	return false
 }
 
 func (d *device) run() error {

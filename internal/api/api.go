@@ -17,12 +17,17 @@
 //     token's subject, or ?as with the admin key), never from the body.
 //   - Nothing reaches logic before the request is authenticated and its body
 //     (at most Config.MaxBody bytes, unknown fields refused) decoded.
+//   - Writes pass the long connections' admission control before logic
+//     (admit.go): a refused one stores nothing and is answered 429 or 503
+//     with Retry-After.
 package api
 
 import (
 	"log/slog"
 	"net/http"
+	"time"
 
+	"github.com/pim-project/pim/internal/admission"
 	"github.com/pim-project/pim/internal/auth"
 	"github.com/pim-project/pim/internal/logic"
 )
@@ -40,6 +45,11 @@ type Config struct {
 	Logger *slog.Logger // nil: discarded
 	// MaxBody limits request bodies in bytes (0: DefaultMaxBody).
 	MaxBody int64
+	// Admission, if set, limits sends and other writes as on the long
+	// connections (share the gateway's: one budget per user); nil: none.
+	Admission *admission.Controller
+	// Now is the clock of admission decisions (nil: time.Now). Tests inject one.
+	Now func() time.Time
 }
 
 type server struct {
@@ -48,13 +58,19 @@ type server struct {
 	log     *slog.Logger
 	maxBody int64
 	mux     *http.ServeMux
+	admit   *admission.Controller // nil: no limits
+	now     func() time.Time
 }
 
 // New returns the API handler. It serves paths under /v1/ (mount it at
 // "/v1/" without stripping the prefix) and answers a JSON 404 or 405 for
 // any other path under /v1/.
 func New(cfg Config) http.Handler {
-	s := &server{logic: cfg.Logic, keys: cfg.Keys, log: cfg.Logger, maxBody: cfg.MaxBody, mux: http.NewServeMux()}
+	s := &server{logic: cfg.Logic, keys: cfg.Keys, log: cfg.Logger, maxBody: cfg.MaxBody, mux: http.NewServeMux(),
+		admit: cfg.Admission, now: cfg.Now}
+	if s.now == nil {
+		s.now = time.Now
+	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}

@@ -115,6 +115,13 @@ func (s *server) groupSettings(r *http.Request, actor string) (int, any, error) 
 }
 
 func (s *server) group(r *http.Request, actor string, status int, req *pimv1.GroupReq) (int, any, error) {
+	if req.Op != pimv1.GroupOp_GROUP_OP_MEMBERS { // a change: a write like a send
+		done, err := s.admitWrite()
+		if err != nil {
+			return 0, nil, err
+		}
+		defer done()
+	}
 	resp, err := s.logic.Group(r.Context(), actor, DefaultDevice, req)
 	if err != nil {
 		return 0, nil, err
@@ -167,6 +174,11 @@ func (s *server) sendMessage(r *http.Request, actor string) (int, any, error) {
 	if send.ClientTime == 0 {
 		send.ClientTime = time.Now().UnixMilli()
 	}
+	done, err := s.admitSend(r, actor)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer done()
 	ack, err := s.logic.Send(r.Context(), actor, device, send)
 	if err != nil {
 		return 0, nil, err
@@ -220,6 +232,11 @@ func (s *server) markRead(r *http.Request, actor string) (int, any, error) {
 	if err != nil {
 		return 0, nil, err
 	}
+	done, err := s.admitWrite() // a read mark is a write like a group change
+	if err != nil {
+		return 0, nil, err
+	}
+	defer done()
 	resp, err := s.logic.Read(r.Context(), actor, device, &pimv1.ReadReq{Conv: ConvID(r.PathValue("conv")), Seq: req.Seq})
 	if err != nil {
 		return 0, nil, err

@@ -1,6 +1,7 @@
 // Read-state endpoints: the conversation list, receipts, delete-for-me and
 // settings. A user reads their own; an admin (?as=USER) reads any user's
-// list and any message's receipts.
+// list and any message's receipts. Writes among them (hide, a settings
+// change) pass the pipeline's admission (admit.go); reads do not.
 package api
 
 import (
@@ -130,6 +131,11 @@ func (s *server) hide(r *http.Request, actor string) (int, any, error) {
 	if err != nil {
 		return 0, nil, err
 	}
+	done, err := s.admitWrite()
+	if err != nil {
+		return 0, nil, err
+	}
+	defer done()
 	resp, err := s.logic.Hide(r.Context(), actor, device, &pimv1.HideReq{Conv: ConvID(r.PathValue("conv")), Seq: seq})
 	if err != nil {
 		return 0, nil, err
@@ -145,6 +151,11 @@ func (s *server) settings(r *http.Request, actor string) (int, any, error) {
 			return 0, nil, err
 		}
 		req.ReadReceipts = body.ReadReceipts
+		done, err := s.admitWrite()
+		if err != nil {
+			return 0, nil, err
+		}
+		defer done()
 	}
 	resp, err := s.logic.Settings(r.Context(), actor, req)
 	if err != nil {

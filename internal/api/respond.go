@@ -3,10 +3,13 @@ package api
 // Responses. Invariant: every answer, success or error, is one JSON value
 // with Content-Type application/json; an error's HTTP status is always
 // errcode.HTTPStatus of its code (405 aside, which has no code of its own),
-// and its message is the client-facing one (causes are only logged).
+// and its message is the client-facing one (causes are only logged); a
+// retry_after becomes retry_after_ms and Retry-After (whole seconds, rounded
+// up, at least 1).
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -54,7 +57,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 func (s *server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	e := errcode.From(err)
 	status := errcode.HTTPStatus(e.Code)
-	if status >= 500 {
+	if status >= 500 && !errors.Is(err, errRefused) {
 		s.log.Error("api: request failed", "method", r.Method, "path", r.URL.Path, "code", CodeName(e.Code), "err", err)
 	} else {
 		s.log.Debug("api: request refused", "method", r.Method, "path", r.URL.Path, "code", CodeName(e.Code), "err", err)

@@ -95,6 +95,7 @@ type Server struct {
 	st          *pebblestore.Store
 	keys        *auth.Keys
 	gw          *gateway.Gateway
+	admit       *admission.Controller // the gateway's and the HTTP API's: one budget per user
 	svc         *logic.Service
 	lbs         *lbs.Balancer
 	nodeID      string
@@ -176,9 +177,10 @@ func Start(cfg Config) (s *Server, err error) {
 		svc.RunDelivered(bg)
 	}()
 	s.lbs = s.newBalancer()
+	s.admit = admission.New(cfg.Admission, time.Now())
 	s.gw = gateway.New(gateway.Config{Logic: svc, Bus: b, Auth: s.keys, TLS: tlsCfg,
 		Heartbeat: cfg.Heartbeat, Logger: s.log, Registerer: reg,
-		Admission:   admission.New(cfg.Admission, time.Now()),
+		Admission:   s.admit,
 		DrainWindow: cfg.DrainWindow, DrainRate: cfg.DrainRate,
 		Alternatives:       func(tr string) []string { return s.lbs.Alternatives(s.nodeID, tr) },
 		MaxBufferedBytes:   cfg.MaxBufferedBytes,
@@ -262,7 +264,7 @@ func (s *Server) startHTTP(tlsCfg *tls.Config, svc *logic.Service, reg *promethe
 	// Exact paths win over the /v1/ prefix whatever the order.
 	mux.Handle("/v1/lbs", lbs.Handler(s.lbs, s.keys, s.log))
 	mux.Handle("/v1/admin/drain", s.drainHandler())
-	mux.Handle("/v1/", api.New(api.Config{Logic: svc, Keys: s.keys, Logger: s.log}))
+	mux.Handle("/v1/", api.New(api.Config{Logic: svc, Keys: s.keys, Logger: s.log, Admission: s.admit}))
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", s.healthz)
 	s.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, TLSConfig: tlsCfg,

@@ -1,5 +1,6 @@
-// Command pim is PIM's one binary: the server (pim serve) and the command-line
-// client (token, send, tail, group, read, convs, receipts, hide, settings, chat).
+// Command pim is PIM's one binary: the server (pim serve), the command-line
+// client (token, send, tail, group, read, convs, receipts, hide, settings, chat)
+// and the operator's tools (backup, restore, bench).
 //
 // Exit status: 0 on success, 1 when the command failed ("pim: <what
 // happened>: <server message> (code NAME)" on stderr), 2 on a usage error
@@ -45,6 +46,7 @@ func newRootCmd() *cobra.Command {
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageErr(err) })
 	root.AddCommand(newServeCmd(), newTokenCmd(), newSendCmd(), newTailCmd(), newGroupCmd(), newReadCmd(),
-		newConvsCmd(), newReceiptsCmd(), newHideCmd(), newSettingsCmd(), newChatCmd(), newBenchCmd())
+		newConvsCmd(), newReceiptsCmd(), newHideCmd(), newSettingsCmd(), newChatCmd(), newBenchCmd(),
+		newBackupCmd(), newRestoreCmd())
 	return root
 }

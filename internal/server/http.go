@@ -1,12 +1,14 @@
 // The server's own HTTP endpoints: the LBS (GET /v1/lbs, internal/lbs over a
 // one-node Registry), the admin drain (POST /v1/admin/drain) and /healthz.
+// (The admin backup, GET /v1/admin/backup, is in backup.go.)
 //
 // Invariants of this file:
 //   - The LBS advertises exactly the listeners that are open, with their
 //     real ports and TLS mode, under the advertised host.
 //   - POST /v1/admin/drain needs the admin key (compared in constant time by
-//     auth.Keys.IsAdmin); it only ever starts a drain (idempotent), never
-//     stops the process.
+//     auth.Keys.IsAdmin, in requireAdmin, as for every admin endpoint
+//     here); it only ever starts a drain (idempotent), never stops the
+//     process.
 //   - /healthz answers 200 "ok" while the node takes new clients and 503
 //     "draining" once it drains, so a load balancer stops sending clients.
 package server
@@ -106,10 +108,7 @@ func (s *Server) drainHandler() http.Handler {
 			writeErr(w, http.StatusMethodNotAllowed, "BAD_REQUEST", "method "+r.Method+" not allowed on /v1/admin/drain (allowed: POST)")
 			return
 		}
-		scheme, cred, ok := strings.Cut(r.Header.Get("Authorization"), " ")
-		if !ok || !strings.EqualFold(scheme, "Bearer") || !s.keys.IsAdmin(strings.TrimSpace(cred)) {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="pim"`)
-			writeErr(w, http.StatusUnauthorized, "UNAUTHENTICATED", "this endpoint needs the admin key")
+		if !s.requireAdmin(w, r) {
 			return
 		}
 		var req DrainRequest
@@ -136,6 +135,18 @@ func (s *Server) drainHandler() http.Handler {
 		writeJSONResp(w, http.StatusAccepted, DrainResponse{Draining: true, Sessions: st.Sessions,
 			WindowMs: st.Window.Milliseconds(), Started: st.Started.UTC(), Ends: st.Ends.UTC()})
 	})
+}
+
+// requireAdmin reports whether r carries the admin key as its bearer
+// token; if not, it answers 401.
+func (s *Server) requireAdmin(w http.ResponseWriter, r *http.Request) bool {
+	scheme, cred, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if ok && strings.EqualFold(scheme, "Bearer") && s.keys.IsAdmin(strings.TrimSpace(cred)) {
+		return true
+	}
+	w.Header().Set("WWW-Authenticate", `Bearer realm="pim"`)
+	writeErr(w, http.StatusUnauthorized, "UNAUTHENTICATED", "this endpoint needs the admin key")
+	return false
 }
 
 func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {

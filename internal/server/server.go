@@ -10,7 +10,8 @@
 //     the store is closed, so nothing that was acknowledged is lost and
 //     nothing is acknowledged after Close.
 //   - GET /v1/lbs, POST /v1/admin/drain and /healthz are served by this
-//     package (http.go); everything else under /v1/ by internal/api.
+//     package (http.go), and GET /v1/admin/backup (backup.go); everything
+//     else under /v1/ by internal/api.
 package server
 
 import (
@@ -110,6 +111,7 @@ type Server struct {
 	errMu    sync.Mutex
 	serveErr error
 	shutOnce sync.Once
+	backup   backupState // GET /v1/admin/backup (backup.go)
 }
 
 // Start opens the store and starts listening. The caller must call Shutdown.
@@ -141,7 +143,7 @@ func Start(cfg Config) (s *Server, err error) {
 	// commit order, so every user's events reach the sessions in user-seq
 	// order (logic then publishes nothing itself).
 	b := local.New()
-	s.st, err = pebblestore.Open(filepath.Join(cfg.DataDir, "store"), pebblestore.Options{
+	s.st, err = pebblestore.Open(filepath.Join(cfg.DataDir, storeDir), pebblestore.Options{
 		Sync: cfg.Fsync == FsyncAlways, Logger: cfg.Logger, OnCommit: func(ds []store.Delivery) {
 			for _, d := range ds {
 				b.Publish(d.User, d.Event)
@@ -267,6 +269,7 @@ func (s *Server) startHTTP(tlsCfg *tls.Config, svc *logic.Service, reg *promethe
 	mux.Handle("/v1/", api.New(api.Config{Logic: svc, Keys: s.keys, Logger: s.log, Admission: s.admit}))
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", s.healthz)
+	mux.Handle("/v1/admin/backup", s.backupHandler())
 	s.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, TLSConfig: tlsCfg,
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
 	s.wg.Add(1)

@@ -8,7 +8,7 @@
 // sort by seq.
 //
 //	!version                                   -> "1"
-//	!epoch                                     -> 32 hex chars, random, written on first open
+//	!epoch                                     -> 32 hex chars, random, written on first open (ResetEpoch replaces it)
 //	m/<conv>\x00<seq BE8>                      -> marshaled pimv1.Message (the only copy)
 //	g/<conv>                                   -> group meta: creating user (present iff the group exists)
 //	p/<conv>\x00<user>                         -> group member: joinSeq BE8 | role
@@ -154,20 +154,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	log = log.With("component", "pebble")
 	cache := pebble.NewCache(blockCacheSize)
 	defer cache.Unref() // Pebble holds its own reference while open
-	popts := &pebble.Options{
-		Logger: slogLogger{log},
-		// Pinned: raising it is a one-way migration of the data directory, to
-		// be done on purpose.
-		FormatMajorVersion: pebble.FormatValueSeparation,
-		Cache:              cache,
-		MemTableSize:       memTableSize,
-	}
-	// Every Send looks its dedup key up, and almost always misses: bloom
-	// filters answer most misses without reading data blocks.
-	for i := range popts.Levels {
-		popts.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
-	}
-	db, err := pebble.Open(dir, popts)
+	db, err := pebble.Open(dir, pebbleOptions(log, cache))
 	if err != nil {
 		return nil, fmt.Errorf("pebble store: open %s: %w", dir, err)
 	}
@@ -197,6 +184,25 @@ func Open(dir string, opts Options) (*Store, error) {
 	return s, nil
 }
 
+// pebbleOptions are the options every opening of a data set uses (Open and
+// the offline tools in backup.go), so none of them changes its format.
+func pebbleOptions(log *slog.Logger, cache *pebble.Cache) *pebble.Options {
+	popts := &pebble.Options{
+		Logger: slogLogger{log},
+		// Pinned: raising it is a one-way migration of the data directory, to
+		// be done on purpose.
+		FormatMajorVersion: pebble.FormatValueSeparation,
+		Cache:              cache,
+		MemTableSize:       memTableSize,
+	}
+	// Every Send looks its dedup key up, and almost always misses: bloom
+	// filters answer most misses without reading data blocks.
+	for i := range popts.Levels {
+		popts.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
+	}
+	return popts
+}
+
 // initMeta checks the format version and returns the epoch, creating both
 // (durably) on a new data set.
 func initMeta(db *pebble.DB) (string, error) {
@@ -217,23 +223,33 @@ func initMeta(db *pebble.DB) (string, error) {
 		}
 		return string(e), nil
 	}
+	epoch, err := newEpoch()
+	if err != nil {
+		return "", err
+	}
+	return epoch, writeMeta(db, epoch)
+}
+
+// newEpoch returns a fresh random epoch: 32 hex chars.
+func newEpoch() (string, error) {
 	var raw [16]byte
 	if _, err := rand.Read(raw[:]); err != nil {
 		return "", err
 	}
-	epoch := hex.EncodeToString(raw[:])
+	return hex.EncodeToString(raw[:]), nil
+}
+
+// writeMeta writes the format version and epoch in one durable batch.
+func writeMeta(db *pebble.DB, epoch string) error {
 	b := db.NewBatch()
 	defer b.Close()
 	if err := b.Set(keyVersion, []byte(formatVersion), nil); err != nil {
-		return "", err
+		return err
 	}
 	if err := b.Set(keyEpoch, []byte(epoch), nil); err != nil {
-		return "", err
+		return err
 	}
-	if err := b.Commit(pebble.Sync); err != nil {
-		return "", err
-	}
-	return epoch, nil
+	return b.Commit(pebble.Sync)
 }
 
 // Epoch returns the data set's epoch, created on first open.

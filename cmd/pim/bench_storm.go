@@ -25,6 +25,7 @@ import (
 
 	"github.com/pim-project/pim/internal/bench"
 	"github.com/pim-project/pim/internal/storm"
+	"github.com/pim-project/pim/sdk/go/core"
 )
 
 func newBenchStormCmd() *cobra.Command {
@@ -49,13 +50,16 @@ func newBenchStormCmd() *cobra.Command {
 		Short: "Reconnect storm: N clients, the server killed (or drained) and restarted; reconnect and catch-up times, no message lost",
 		Long: "storm connects N clients exchanging messages, kills the server (SIGKILL) or drains it (SIGTERM) and\n" +
 			"restarts it on the same data and addresses, and measures how the clients come back: they reconnect\n" +
-			"with full-jitter backoff and honour retry_after and GoAway, as the SDK does. It reports the time to\n" +
+			"as the SDK does, with sdk/go/core's own functions and default settings (full jitter after a failure,\n" +
+			"the hint plus a little jitter after a refusal with retry_after or a GoAway; --backoff double is the\n" +
+			"SDK from before hinted refusals stopped doubling its backoff, to compare). It reports the time to\n" +
 			"reconnect and to catch up, the peak accepted connections per second against the configured rate,\n" +
 			"the server's peak RSS and CPU, and checks that every message sent during the storm is delivered\n" +
 			"exactly once and in order (exit status 1 otherwise).",
 		Example: "  pim bench storm --spawn --clients 5000\n" +
 			"  pim bench storm --spawn --clients 15000 --source-ips 127.0.0.2-127.0.0.41 --accept-rate 1000 --json\n" +
 			"  pim bench storm --spawn --clients 15000 --source-ips 127.0.0.2-127.0.0.41 --admission=false\n" +
+			"  pim bench storm --spawn --clients 15000 --source-ips 127.0.0.2-127.0.0.41 --backoff double\n" +
 			"  pim bench storm --spawn --clients 5000 --mode drain --drain-window 10s",
 		Args: cobra.NoArgs,
 		RunE: runE(func(cmd *cobra.Command, _ []string) error {
@@ -127,9 +131,10 @@ func newBenchStormCmd() *cobra.Command {
 	f.DurationVar(&cfg.Timeout, "timeout", 90*time.Second, "every client must be back and caught up within this of the kill")
 	f.DurationVar(&cfg.After, "after", 2*time.Second, "traffic after the storm settled")
 	f.DurationVar(&cfg.DrainTimeout, "drain-timeout", time.Minute, "at the end, how long to wait for every ack and delivery")
-	f.DurationVar(&cfg.BackoffBase, "backoff-base", time.Second, "clients' reconnect backoff: full jitter in [0, min(cap, base*2^failures))")
-	f.DurationVar(&cfg.BackoffCap, "backoff-cap", 30*time.Second, "clients' reconnect backoff cap")
-	f.StringVar(&cfg.Backoff, "backoff", storm.BackoffSDK, `clients' policy on a refusal with retry_after: "sdk" (wait max(full jitter, retry_after) and double the jitter's ceiling, as sdk/go does) or "hint" (wait retry_after exactly)`)
+	f.DurationVar(&cfg.BackoffBase, "backoff-base", core.DefaultBackoffBase, "clients' reconnect backoff after a failure: full jitter in [0, min(cap, base*2^failures)); the default is the SDK's")
+	f.DurationVar(&cfg.BackoffCap, "backoff-cap", core.DefaultBackoffCap, "clients' reconnect backoff cap; the default is the SDK's")
+	f.DurationVar(&cfg.HealthyAfter, "healthy-after", core.DefaultHealthyAfter, "a connection up this long resets the client's failure count; the default is the SDK's")
+	f.StringVar(&cfg.Backoff, "backoff", storm.BackoffSDK, `clients' reconnect policy: "sdk" (sdk/go/core's: a refusal with retry_after or a GoAway waits the hint plus a little jitter without doubling the backoff; other failures double it) or "double" (the SDK before that: every failure, refusals included, waits max(full jitter, retry_after) and doubles it; a GoAway waits its retry_after); "hint" is an old name of "sdk"`)
 	f.DurationVar(&cfg.DialTimeout, "dial-timeout", 10*time.Second, "a connection attempt (TCP, TLS, Hello/Welcome) fails after this")
 	f.IntVar(&cfg.PerProc, "per-proc", 15000, "clients per load process; more are spread over worker processes (a process may hold at most RLIMIT_NOFILE files)")
 	f.Uint64Var(&cfg.Seed, "seed", 0, "seed of the clients' randomness (0: random)")

@@ -1,13 +1,14 @@
 // One storm client: a device that stays connected, sends and receives, and
 // reconnects the way the SDK does when it loses its connection.
 //
-// Reconnect policy (the SDK's, sdk/go/core): after a failure the next dial
-// waits max(full jitter, retry_after), full jitter being uniform in
-// [0, min(Cap, Base*2^failures)); after a GoAway it waits exactly the
-// GoAway's retry_after; the failure count resets once a connection stayed up
-// for healthyAfter. With BackoffHint, a refusal that carries a retry_after
-// waits exactly that and does not count as a failure (the server placed the
-// client in its queue; escalating on top only makes it late).
+// Reconnect policy: backoff.go. With BackoffSDK (the default) it is
+// sdk/go/core's, computed by its own FullJitter and HintDelay: a failure
+// waits full jitter in [0, min(cap, base*2^failures)) and raises failures;
+// a refusal with a retry_after (at accept, at Hello, or a refused send that
+// ends the connection) and a GoAway wait HintDelay(retry_after), the hint
+// plus a little jitter, without raising failures; failures resets once a
+// connection stayed up healthyAfter. BackoffDouble is the SDK before hinted
+// refusals stopped raising the exponent, to compare.
 //
 // Invariants of this file:
 //   - A client has at most one message in flight (sent, not acknowledged):
@@ -27,7 +28,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net/netip"
 	"sync"
 	"time"
@@ -39,9 +39,6 @@ import (
 // reqBase is the request id of message 0 (1 is the Hello).
 const reqBase = 2
 
-// healthyAfter: a connection up this long resets the failure count.
-const healthyAfter = 5 * time.Second
-
 type client struct {
 	f     *fleet
 	idx   int // global index: the sender id in message bodies
@@ -49,7 +46,7 @@ type client struct {
 	user  string
 	token string
 	ip    netip.Addr
-	rnd   *rand.Rand // owned by the run goroutine
+	bo    backoff // owned by the run goroutine
 
 	mu        sync.Mutex
 	c         *conn
@@ -67,7 +64,6 @@ type client struct {
 	// Owned by the run goroutine; read by the fleet after it ended.
 	chk       *bench.Checker // slot 0: own messages (echo), slot 1: the peer's
 	lastSeq   uint64
-	failures  int
 	stormLost bool
 	lostAt    time.Time
 	reconnAt  time.Time
@@ -113,20 +109,7 @@ func (cl *client) run(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			var r *refusal
-			retry := time.Duration(0)
-			if errors.As(err, &r) {
-				f.refused(r.code)
-				retry = r.retryAfter
-				if f.cfg.Backoff == BackoffHint && retry > 0 {
-					dialAt = time.Now().Add(retry) // the server's hint, as is
-					continue
-				}
-			} else {
-				f.dialErrors.Add(1) // refused, reset or timed out: expected while the server is down
-			}
-			dialAt = time.Now().Add(max(cl.jitter(), retry))
-			cl.failures++
+			dialAt = time.Now().Add(cl.bo.next(lossFailure, cl.dialFailed(err)))
 			continue
 		}
 		cl.helloOnce = true
@@ -134,35 +117,28 @@ func (cl *client) run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		if up >= healthyAfter {
-			cl.failures = 0
-		}
+		cl.bo.up(up)
 		switch {
 		case ga != nil:
-			dialAt = time.Now().Add(time.Duration(ga.GetRetryAfterMs()) * time.Millisecond)
-		case ref != nil && f.cfg.Backoff == BackoffHint && ref.retryAfter > 0:
-			dialAt = time.Now().Add(ref.retryAfter)
+			dialAt = time.Now().Add(cl.bo.next(lossGoAway, time.Duration(ga.GetRetryAfterMs())*time.Millisecond))
 		case ref != nil:
-			dialAt = time.Now().Add(max(cl.jitter(), ref.retryAfter))
-			cl.failures++
+			dialAt = time.Now().Add(cl.bo.next(lossFailure, ref.retryAfter))
 		default:
-			dialAt = time.Now().Add(cl.jitter())
-			cl.failures++
+			dialAt = time.Now().Add(cl.bo.next(lossFailure, 0))
 		}
 	}
 }
 
-// jitter is the full-jitter backoff for the current failure count.
-func (cl *client) jitter() time.Duration {
-	ceil := cl.f.cfg.BackoffBase
-	for i := 0; i < cl.failures && ceil < cl.f.cfg.BackoffCap; i++ {
-		ceil *= 2
+// dialFailed counts a failed dial and returns the server's retry_after if
+// it refused with one.
+func (cl *client) dialFailed(err error) time.Duration {
+	var r *refusal
+	if errors.As(err, &r) {
+		cl.f.refused(r.code)
+		return r.retryAfter
 	}
-	ceil = min(ceil, cl.f.cfg.BackoffCap)
-	if ceil <= 0 {
-		return 0
-	}
-	return time.Duration(cl.rnd.Int64N(int64(ceil)))
+	cl.f.dialErrors.Add(1) // refused, reset or timed out: expected while the server is down
+	return 0
 }
 
 // serve runs one connection until it ends; it returns the GoAway or the

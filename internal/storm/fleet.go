@@ -16,6 +16,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net/netip"
 	"sort"
@@ -29,23 +30,24 @@ import (
 
 // FleetConfig is a fleet's share of the storm (also a worker's job).
 type FleetConfig struct {
-	Addr        string        `json:"addr"`
-	TLS         bool          `json:"tls"`
-	TLSPin      string        `json:"tls_pin,omitempty"`
-	TLSCA       string        `json:"tls_ca,omitempty"`
-	Insecure    bool          `json:"insecure,omitempty"`
-	Users       []string      `json:"users"`  // users of this fleet, global index First+i
-	Tokens      []string      `json:"tokens"` // their tokens
-	First       int           `json:"first"`  // global index of Users[0] (even)
-	SourceIPs   []string      `json:"source_ips,omitempty"`
-	Rate        float64       `json:"rate"` // messages per second of this fleet
-	Size        int           `json:"size"`
-	Concurrency int           `json:"concurrency"` // initial dials at once
-	BackoffBase time.Duration `json:"backoff_base"`
-	BackoffCap  time.Duration `json:"backoff_cap"`
-	Backoff     string        `json:"backoff"` // BackoffSDK or BackoffHint
-	DialTimeout time.Duration `json:"dial_timeout"`
-	Seed        uint64        `json:"seed"`
+	Addr         string        `json:"addr"`
+	TLS          bool          `json:"tls"`
+	TLSPin       string        `json:"tls_pin,omitempty"`
+	TLSCA        string        `json:"tls_ca,omitempty"`
+	Insecure     bool          `json:"insecure,omitempty"`
+	Users        []string      `json:"users"`  // users of this fleet, global index First+i
+	Tokens       []string      `json:"tokens"` // their tokens
+	First        int           `json:"first"`  // global index of Users[0] (even)
+	SourceIPs    []string      `json:"source_ips,omitempty"`
+	Rate         float64       `json:"rate"` // messages per second of this fleet
+	Size         int           `json:"size"`
+	Concurrency  int           `json:"concurrency"` // initial dials at once
+	BackoffBase  time.Duration `json:"backoff_base"`
+	BackoffCap   time.Duration `json:"backoff_cap"`
+	HealthyAfter time.Duration `json:"healthy_after"` // a connection up this long resets the failure count
+	Backoff      string        `json:"backoff"`       // BackoffSDK or BackoffDouble
+	DialTimeout  time.Duration `json:"dial_timeout"`
+	Seed         uint64        `json:"seed"`
 }
 
 // Progress is a fleet's running count.
@@ -125,6 +127,9 @@ func newFleet(cfg FleetConfig, tlsCfg *tls.Config) (*fleet, error) {
 	if len(cfg.Users)%2 != 0 || cfg.First%2 != 0 || len(cfg.Users) != len(cfg.Tokens) {
 		return nil, errors.New("storm: a fleet holds whole pairs of users, each with a token")
 	}
+	if cfg.Backoff != BackoffSDK && cfg.Backoff != BackoffDouble {
+		return nil, fmt.Errorf("storm: fleet backoff %q: want %q or %q", cfg.Backoff, BackoffSDK, BackoffDouble)
+	}
 	var ips []netip.Addr
 	for _, s := range cfg.SourceIPs {
 		a, err := netip.ParseAddr(s)
@@ -138,8 +143,9 @@ func newFleet(cfg FleetConfig, tlsCfg *tls.Config) (*fleet, error) {
 	f.ctx, f.cancel = context.WithCancel(context.Background())
 	seed := rand.New(rand.NewPCG(cfg.Seed, uint64(cfg.First)))
 	for i, u := range cfg.Users {
-		cl := &client{f: f, idx: cfg.First + i, user: u, token: cfg.Tokens[i], chk: bench.NewChecker(0),
+		bo := backoff{policy: cfg.Backoff, base: cfg.BackoffBase, cap: cfg.BackoffCap, healthyAfter: cfg.HealthyAfter,
 			rnd: rand.New(rand.NewPCG(seed.Uint64(), seed.Uint64()))}
+		cl := &client{f: f, idx: cfg.First + i, user: u, token: cfg.Tokens[i], chk: bench.NewChecker(0), bo: bo}
 		if len(ips) > 0 {
 			cl.ip = ips[(cfg.First+i)%len(ips)]
 		}

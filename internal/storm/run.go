@@ -1,10 +1,12 @@
 // Package storm is `pim bench storm`: N clients connected to a server and
 // exchanging messages; the server is killed and restarted (or drained and
-// restarted); the clients reconnect as the SDK does (full-jitter backoff,
-// retry_after honoured); the benchmark reports how long reconnecting and
-// catching up took, the peak rate of accepted connections against the
-// configured rate, the server's peak memory and CPU, and whether every
-// message sent during the storm was delivered exactly once and in order.
+// restarted); the clients reconnect as the SDK does (sdk/go/core's own
+// FullJitter and HintDelay, its rules for the failure count, and by default
+// its base, cap and healthy-after: backoff.go); the benchmark reports how
+// long reconnecting and catching up took, the peak rate of accepted
+// connections against the configured rate, the server's peak memory and
+// CPU, and whether every message sent during the storm was delivered
+// exactly once and in order.
 //
 // It builds on internal/bench (spawning, /proc measuring, frame codecs, the
 // delivery checker, the report's common fields) and adds what a storm needs:
@@ -32,12 +34,25 @@ import (
 	"time"
 
 	"github.com/pim-project/pim/internal/bench"
+	"github.com/pim-project/pim/sdk/go/core"
 )
 
-// Client reconnect policies (client.go).
+// Client reconnect policies (backoff.go).
 const (
-	BackoffSDK  = "sdk"  // every failure, refusals included, doubles the full-jitter ceiling
-	BackoffHint = "hint" // a refusal with retry_after waits exactly that, without doubling
+	// BackoffSDK is sdk/go/core's: a failure waits core.FullJitter and
+	// doubles the ceiling; a refusal with retry_after and a GoAway wait
+	// core.HintDelay(retry_after) (the hint plus at most a tenth, at most
+	// 1 s) without doubling.
+	BackoffSDK = "sdk"
+	// BackoffDouble is the SDK before hinted refusals stopped raising its
+	// exponent: every failure, refusals with retry_after included, waits
+	// max(full jitter, retry_after) and doubles the ceiling; a GoAway waits
+	// exactly its retry_after.
+	BackoffDouble = "double"
+	// BackoffHint is an old name of BackoffSDK: it waited exactly a
+	// refusal's retry_after without doubling, which is what the SDK now does
+	// but for HintDelay's jitter.
+	BackoffHint = "hint"
 )
 
 // Modes of the storm.
@@ -57,9 +72,10 @@ type Config struct {
 	Timeout      time.Duration // every client must reconnect and catch up within this of the trigger
 	After        time.Duration // traffic after the storm settled
 	DrainTimeout time.Duration // at the end, the wait for every ack and delivery
-	BackoffBase  time.Duration
-	BackoffCap   time.Duration
-	Backoff      string // BackoffSDK (default) or BackoffHint
+	BackoffBase  time.Duration // default core.DefaultBackoffBase
+	BackoffCap   time.Duration // default core.DefaultBackoffCap
+	HealthyAfter time.Duration // a connection up this long resets the failure count; default core.DefaultHealthyAfter
+	Backoff      string        // BackoffSDK (default) or BackoffDouble; BackoffHint is BackoffSDK
 	DialTimeout  time.Duration
 	Concurrency  int // initial connections set up at once
 	SourceIPs    []netip.Addr
@@ -90,18 +106,19 @@ func (c *Config) defaults() error {
 		}
 	}
 	switch c.Backoff {
-	case "":
+	case "", BackoffHint:
 		c.Backoff = BackoffSDK
-	case BackoffSDK, BackoffHint:
+	case BackoffSDK, BackoffDouble:
 	default:
-		return fmt.Errorf("storm: --backoff must be %q or %q", BackoffSDK, BackoffHint)
+		return fmt.Errorf("storm: --backoff must be %q or %q", BackoffSDK, BackoffDouble)
 	}
 	def(&c.Before, 5*time.Second)
 	def(&c.Timeout, 90*time.Second)
 	def(&c.After, 2*time.Second)
 	def(&c.DrainTimeout, 60*time.Second)
-	def(&c.BackoffBase, time.Second)
-	def(&c.BackoffCap, 30*time.Second)
+	def(&c.BackoffBase, core.DefaultBackoffBase)
+	def(&c.BackoffCap, core.DefaultBackoffCap)
+	def(&c.HealthyAfter, core.DefaultHealthyAfter)
 	def(&c.DialTimeout, 10*time.Second)
 	if c.Size <= 0 {
 		c.Size = 64
@@ -121,13 +138,16 @@ func (c *Config) defaults() error {
 // Result is the report of `pim bench storm` (docs/benchmarks.md, "storm").
 type Result struct {
 	bench.Common
-	Clients   int     `json:"clients"`
-	Mode      string  `json:"mode"`
-	Backoff   string  `json:"backoff"`
-	Procs     int     `json:"procs"`
-	SourceIPs int     `json:"source_ips"`
-	TLS       bool    `json:"tls"`
-	Rate      float64 `json:"rate"`
+	Clients       int     `json:"clients"`
+	Mode          string  `json:"mode"`
+	Backoff       string  `json:"backoff"`
+	BackoffBaseS  float64 `json:"backoff_base_s"`
+	BackoffCapS   float64 `json:"backoff_cap_s"`
+	HealthyAfterS float64 `json:"healthy_after_s"`
+	Procs         int     `json:"procs"`
+	SourceIPs     int     `json:"source_ips"`
+	TLS           bool    `json:"tls"`
+	Rate          float64 `json:"rate"`
 
 	Connected       int64   `json:"connected"`         // before the storm
 	InitialConnectS float64 `json:"initial_connect_s"` // to connect them all
@@ -207,6 +227,7 @@ func Run(ctx context.Context, srv Server, cfg Config, args []string, prog *bench
 		return nil, err
 	}
 	res := &Result{Common: bench.NewCommon("storm", args), Clients: cfg.Clients, Mode: cfg.Mode, Backoff: cfg.Backoff,
+		BackoffBaseS: cfg.BackoffBase.Seconds(), BackoffCapS: cfg.BackoffCap.Seconds(), HealthyAfterS: cfg.HealthyAfter.Seconds(),
 		SourceIPs: len(cfg.SourceIPs), Rate: cfg.Rate, Refusals: map[string]int64{}}
 	res.Server.Addr, res.Server.PID, res.Server.Spawned = srv.Addr(), srv.PID(), srv.PID() != 0
 	if sp, ok := srv.(*Spawned); ok {
@@ -466,8 +487,8 @@ func startFleets(srv Server, cfg Config, users, toks []string) ([]fleetHandle, e
 		}
 		job := FleetConfig{Addr: srv.Addr(), Users: users[lo:hi], Tokens: toks[lo:hi], First: lo, SourceIPs: ips,
 			Rate: cfg.Rate * float64(hi-lo) / float64(cfg.Clients), Size: cfg.Size,
-			Concurrency: max(cfg.Concurrency/procs, 4), BackoffBase: cfg.BackoffBase, BackoffCap: cfg.BackoffCap, Backoff: cfg.Backoff,
-			DialTimeout: cfg.DialTimeout, Seed: cfg.Seed + uint64(p)}
+			Concurrency: max(cfg.Concurrency/procs, 4), Backoff: cfg.Backoff, BackoffBase: cfg.BackoffBase,
+			BackoffCap: cfg.BackoffCap, HealthyAfter: cfg.HealthyAfter, DialTimeout: cfg.DialTimeout, Seed: cfg.Seed + uint64(p)}
 		srv.ClientTLS(&job)
 		if procs == 1 {
 			tc, err := clientTLS(job)
@@ -758,7 +779,8 @@ func (r *Result) Rows() []bench.Row {
 		refused += v
 	}
 	rows := []bench.Row{
-		{Name: "load", Value: fmt.Sprintf("%d %s clients (%d process(es), %d source IPs), %g msg/s in all, %s backoff", r.Clients, kind, r.Procs, r.SourceIPs, r.Rate, r.Backoff)},
+		{Name: "load", Value: fmt.Sprintf("%d %s clients (%d process(es), %d source IPs), %g msg/s in all", r.Clients, kind, r.Procs, r.SourceIPs, r.Rate)},
+		{Name: "backoff", Value: fmt.Sprintf("%s (base %g s, cap %g s, healthy after %g s)", r.Backoff, r.BackoffBaseS, r.BackoffCapS, r.HealthyAfterS)},
 		{Name: "storm", Value: fmt.Sprintf("%s; server back after %.2f s", trigger, r.ServerDownS)},
 		{Name: "settled", Value: fmt.Sprintf("%v after %.1f s: %d of %d disconnected clients reconnected, %d caught up",
 			r.Settled, r.SettleS, r.Reconnected, r.Disconnected, r.CaughtUp)},

@@ -61,8 +61,15 @@ type Progress struct {
 	Delivered   int64 `json:"delivered"`
 	Expected    int64 `json:"expected"`
 	Inflight    int64 `json:"inflight"`
+	// TrafficOffs is how many "traffic off" the fleet had carried out (its
+	// pacer stopped) when the counts were read, read before them: counts
+	// stamped with the last "traffic off" a fleet was given see every
+	// message it will ever send (the parent's final wait needs no less:
+	// drained). Not summed by add.
+	TrafficOffs int64 `json:"traffic_offs"`
 }
 
+// add sums the counts (TrafficOffs is per fleet: left alone).
 func (p *Progress) add(o Progress) {
 	p.Connected += o.Connected
 	p.StormLost += o.StormLost
@@ -105,8 +112,9 @@ type fleet struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // client goroutines and resend timers
 
-	stormAt atomic.Int64 // Unix ns the storm began (0: not yet)
-	closing atomic.Bool
+	stormAt     atomic.Int64 // Unix ns the storm began (0: not yet)
+	closing     atomic.Bool
+	trafficOffs atomic.Int64 // "traffic off" carried out: the pacer had stopped
 
 	connected, stormLost, reconnected, caughtUp atomic.Int64
 	sent, acked, delivered, sendRefused         atomic.Int64
@@ -168,24 +176,34 @@ func (f *fleet) start() {
 	}
 }
 
-// progress reads the running counts.
+// progress reads the running counts. TrafficOffs is read first, so counts
+// stamped with a "traffic off" were read after its pacer stopped.
 func (f *fleet) progress() Progress {
+	offs := f.trafficOffs.Load()
 	acked := f.acked.Load()
 	return Progress{Connected: f.connected.Load(), StormLost: f.stormLost.Load(), Reconnected: f.reconnected.Load(),
 		CaughtUp: f.caughtUp.Load(), Sent: f.sent.Load(), Acked: acked, Delivered: f.delivered.Load(),
-		Expected: 2 * acked, Inflight: f.sent.Load() - acked}
+		Expected: 2 * acked, Inflight: f.sent.Load() - acked, TrafficOffs: offs}
 }
 
 // storm marks the moment the storm began (Unix ns).
 func (f *fleet) storm(at int64) { f.stormAt.Store(at) }
 
-// traffic starts or stops the pacer.
+// traffic starts or stops the pacer; "off" returns once it has stopped (no
+// message is sent after), and counts it in trafficOffs.
 func (f *fleet) traffic(on bool) {
 	if on && f.pacerStop == nil && f.cfg.Rate > 0 {
 		f.pacerStop, f.pacerDone = make(chan struct{}), make(chan struct{})
 		go f.pace(f.pacerStop, f.pacerDone)
 	}
-	if !on && f.pacerStop != nil {
+	if !on {
+		f.stopPacer()
+		f.trafficOffs.Add(1)
+	}
+}
+
+func (f *fleet) stopPacer() {
+	if f.pacerStop != nil {
 		close(f.pacerStop)
 		<-f.pacerDone
 		f.pacerStop = nil
@@ -278,7 +296,7 @@ func (f *fleet) firstErr(err error) {
 
 // close stops everything and waits for the fleet's goroutines.
 func (f *fleet) close() {
-	f.traffic(false)
+	f.stopPacer()
 	if !f.closing.Load() {
 		for _, cl := range f.clients {
 			cl.mu.Lock()

@@ -353,7 +353,7 @@ func Run(ctx context.Context, srv Server, cfg Config, args []string, prog *bench
 		_ = f.traffic(false)
 	}
 	phase = "drain"
-	drained := waitFor(ctx, cfg.DrainTimeout, func() bool { p := all(); return p.Inflight == 0 && p.Delivered >= p.Expected })
+	drained := waitFor(ctx, cfg.DrainTimeout, func() bool { return drained(fleets) })
 	if !drained {
 		p := all()
 		res.Fail("after %v: %d messages unacknowledged, %d of %d deliveries", cfg.DrainTimeout, p.Inflight, p.Delivered, p.Expected)
@@ -372,6 +372,24 @@ func Run(ctx context.Context, srv Server, cfg Config, args []string, prog *bench
 	}
 	res.ConfiguredAcceptsPerSec, res.ConfiguredAcceptBurst = cfg.ConfiguredAcceptRate, cfg.ConfiguredAcceptBurst
 	return finish(ctx, res, fleets, &closed, srv, rss, prog, stormAt)
+}
+
+// drained reports whether every message sent was acknowledged and every
+// acknowledged one delivered, by counts each fleet read after it carried out
+// the last "traffic off" it was given. A worker's last report may be older
+// than that command (up to 200 ms, taken while its pacer still sent): with
+// bursty sends and quick acks it can show nothing in flight while messages
+// are, and finish would close the fleets on them.
+func drained(fleets []fleetHandle) bool {
+	var sum Progress
+	for _, f := range fleets {
+		p := f.progress()
+		if p.TrafficOffs < f.trafficOffs() {
+			return false
+		}
+		sum.add(p)
+	}
+	return sum.Inflight == 0 && sum.Delivered >= sum.Expected
 }
 
 // finish collects the fleets' reports into res.

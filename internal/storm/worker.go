@@ -6,12 +6,17 @@
 // Protocol: the parent writes the job (a FleetConfig, one JSON line), then
 // commands, one per line: "traffic on", "traffic off", "storm <unix ns>",
 // "finish". The worker writes JSON lines: {"event":"progress",...} every
-// 200 ms and {"event":"report","report":{...}} after "finish". A worker
-// exits when its stdin closes, so it never outlives the parent.
+// 200 ms and once "traffic off" is carried out, and
+// {"event":"report","report":{...}} after "finish". A worker exits when its
+// stdin closes, so it never outlives the parent.
 //
 // Invariants of this file:
 //   - Both sides handle the same commands the same way: a local fleet and a
 //     worker are interchangeable (fleetHandle).
+//   - A worker's counts are as old as its last report: the parent knows
+//     they were read after its last "traffic off" only by their stamp
+//     (Progress.TrafficOffs against trafficOffs()), never by having written
+//     the command.
 //   - Every worker process is waited for; close kills one that does not
 //     exit within 30 s of its stdin closing.
 package storm
@@ -42,6 +47,9 @@ type fleetHandle interface {
 	progress() Progress
 	storm(at int64) error
 	traffic(on bool) error
+	// trafficOffs is how many "traffic off" the fleet was given: progress
+	// counts stamped with fewer may have been read while it still sent.
+	trafficOffs() int64
 	finish(ctx context.Context) (FleetReport, error) // stop everything and report
 	pid() int                                        // 0 for this process
 	close() error
@@ -52,6 +60,7 @@ type localFleet struct{ f *fleet }
 func (l localFleet) progress() Progress    { return l.f.progress() }
 func (l localFleet) storm(at int64) error  { l.f.storm(at); return nil }
 func (l localFleet) traffic(on bool) error { l.f.traffic(on); return nil }
+func (l localFleet) trafficOffs() int64    { return l.f.trafficOffs.Load() } // traffic is synchronous
 func (l localFleet) pid() int              { return 0 }
 func (l localFleet) close() error          { l.f.close(); return nil }
 func (l localFleet) finish(context.Context) (FleetReport, error) {
@@ -105,6 +114,11 @@ func RunWorker(ctx context.Context, stdin io.Reader, stdout io.Writer) error {
 		defer mu.Unlock()
 		_ = enc.Encode(m)
 	}
+	sendProgress := func() { // read under mu: the reports go out in the order they were read
+		mu.Lock()
+		defer mu.Unlock()
+		_ = enc.Encode(workerMsg{Event: "progress", Progress: f.progress()})
+	}
 	f.start()
 	stop := make(chan struct{})
 	done := make(chan struct{})
@@ -117,7 +131,7 @@ func RunWorker(ctx context.Context, stdin io.Reader, stdout io.Writer) error {
 			case <-stop:
 				return
 			case <-t.C:
-				send(workerMsg{Event: "progress", Progress: f.progress()})
+				sendProgress()
 			}
 		}
 	}()
@@ -129,7 +143,8 @@ func RunWorker(ctx context.Context, stdin io.Reader, stdout io.Writer) error {
 		case cmd == "traffic on":
 			f.traffic(true)
 		case cmd == "traffic off":
-			f.traffic(false)
+			f.traffic(false) // returns with the pacer stopped
+			sendProgress()   // stamped with it: the parent need not wait for the next tick
 		case strings.HasPrefix(cmd, "storm "):
 			at, perr := strconv.ParseInt(strings.TrimPrefix(cmd, "storm "), 10, 64)
 			if perr == nil {
@@ -151,7 +166,8 @@ type worker struct {
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
 	mu     sync.Mutex
-	last   Progress
+	last   Progress // the last progress report
+	offs   int64    // "traffic off" commands given (counted before writing)
 	report chan FleetReport
 	exited chan struct{}
 }
@@ -180,14 +196,7 @@ func startWorker(exe string, job FleetConfig) (*worker, error) {
 			if err := dec.Decode(&m); err != nil {
 				break
 			}
-			switch {
-			case m.Event == "progress":
-				w.mu.Lock()
-				w.last = m.Progress
-				w.mu.Unlock()
-			case m.Event == "report" && m.Report != nil:
-				w.report <- *m.Report
-			}
+			w.handle(m)
 		}
 		_, _ = io.Copy(io.Discard, stdout)
 		_ = cmd.Wait()
@@ -198,6 +207,18 @@ func startWorker(exe string, job FleetConfig) (*worker, error) {
 		return nil, fmt.Errorf("send the job to a storm worker: %w", err)
 	}
 	return w, nil
+}
+
+// handle takes one message from the worker.
+func (w *worker) handle(m workerMsg) {
+	switch {
+	case m.Event == "progress":
+		w.mu.Lock()
+		w.last = m.Progress
+		w.mu.Unlock()
+	case m.Event == "report" && m.Report != nil:
+		w.report <- *m.Report
+	}
 }
 
 func (w *worker) command(s string) error {
@@ -217,7 +238,18 @@ func (w *worker) traffic(on bool) error {
 	if on {
 		return w.command("traffic on")
 	}
+	// Counted even if the write fails: a worker that did not get it must not
+	// pass for stopped on its older reports.
+	w.mu.Lock()
+	w.offs++
+	w.mu.Unlock()
 	return w.command("traffic off")
+}
+
+func (w *worker) trafficOffs() int64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.offs
 }
 
 func (w *worker) finish(ctx context.Context) (FleetReport, error) {

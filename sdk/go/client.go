@@ -315,37 +315,60 @@ func (cl *Client) Events() <-chan Event { return cl.events }
 // durably in the outbox; delivery proceeds in the background (the handle
 // and SendStateEvents follow it).
 func (cl *Client) Send(ctx context.Context, conv, text string) (*Outgoing, error) {
-	return cl.send(ctx, conv, "", pimv1.MessageType_MESSAGE_TYPE_TEXT, []byte(text))
+	return cl.send(ctx, conv, "", "", pimv1.MessageType_MESSAGE_TYPE_TEXT, []byte(text))
 }
 
 // SendBinary queues a binary message (opaque bytes) to conv.
 func (cl *Client) SendBinary(ctx context.Context, conv string, body []byte) (*Outgoing, error) {
-	return cl.send(ctx, conv, "", pimv1.MessageType_MESSAGE_TYPE_BINARY, body)
+	return cl.send(ctx, conv, "", "", pimv1.MessageType_MESSAGE_TYPE_BINARY, body)
 }
 
 // SendTo queues a text message to the 1:1 conversation with user.
 func (cl *Client) SendTo(ctx context.Context, user, text string) (*Outgoing, error) {
-	return cl.send(ctx, "", user, pimv1.MessageType_MESSAGE_TYPE_TEXT, []byte(text))
+	return cl.send(ctx, "", user, "", pimv1.MessageType_MESSAGE_TYPE_TEXT, []byte(text))
 }
 
-func (cl *Client) send(ctx context.Context, conv, to string, typ pimv1.MessageType, body []byte) (*Outgoing, error) {
+// SendWithID queues a text message to conv (for a 1:1 conversation,
+// DirectConv(cl.User(), peer)) under a client_msg_id the caller chose (1-64
+// bytes of UTF-8) instead of a random one: a script that keeps the id can
+// run again without storing the message twice. The server stores one
+// message per (user, device, client_msg_id) and answers a repeat with the
+// first one's ack (SendAck.Duplicate). If the id is already in the outbox,
+// nothing new is queued and that message's handle is returned, provided it
+// is the same message (conv and text); otherwise it is an error.
+//
+// Reusing an id for a different message means that message is never
+// stored: ids from Send are random and never repeat, the caller's are the
+// caller's to keep unique.
+func (cl *Client) SendWithID(ctx context.Context, conv, clientMsgID, text string) (*Outgoing, error) {
+	if clientMsgID == "" {
+		return nil, errors.New("pim: send: empty client_msg_id (use Send for a random one)")
+	}
+	return cl.send(ctx, conv, "", clientMsgID, pimv1.MessageType_MESSAGE_TYPE_TEXT, []byte(text))
+}
+
+// send queues a message to conv or, with to, to the 1:1 conversation with
+// to; id is the caller's client_msg_id, or "" for a random one.
+func (cl *Client) send(ctx context.Context, conv, to, id string, typ pimv1.MessageType, body []byte) (*Outgoing, error) {
 	var o *Outgoing
 	err := cl.do(ctx, func(l *loop, now time.Time) error {
-		var (
-			id  string
-			err error
-		)
-		if to != "" {
+		var err error
+		switch {
+		case id != "":
+			id, err = l.c.SendWithID(now, conv, id, typ, body)
+		case to != "":
 			conv = core.DirectConv(cl.opts.User, to)
 			id, err = l.c.SendTo(now, to, typ, body)
-		} else {
+		default:
 			id, err = l.c.Send(now, conv, typ, body)
 		}
 		if err != nil {
 			return fmt.Errorf("pim: send: %w", err)
 		}
-		o = newOutgoing(id, conv, Queued, cl.loopDone)
-		l.outgoing[id] = o
+		if o = l.outgoing[id]; o == nil { // SendWithID of a message in the outbox: its handle
+			o = newOutgoing(id, conv, Queued, cl.loopDone)
+			l.outgoing[id] = o
+		}
 		return nil
 	})
 	if err != nil {

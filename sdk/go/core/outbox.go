@@ -6,6 +6,9 @@
 //     Send creates it, and it is persisted in the same Ready as its first
 //     SendReq (so before it); every resend is byte-identical. The server's
 //     dedup on (user, device, client_msg_id) makes resends harmless.
+//   - One entry per client_msg_id: Send draws a fresh random one;
+//     SendWithID (an id the app chose) never queues a second entry under
+//     an id already in the outbox.
 //   - Within a conversation, entries are transmitted in creation order, at
 //     most Window in flight on a connection; after every reconnect the
 //     whole unacknowledged window is transmitted again in the same order.
@@ -27,6 +30,7 @@
 package core
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"slices"
@@ -41,25 +45,63 @@ import (
 func (c *Core) Send(now time.Time, conv string, typ pimv1.MessageType, body []byte) (string, error) {
 	c.input(now)
 	defer c.pump(now)
-	if !ValidConv(conv) {
-		return "", fmt.Errorf("core: invalid conversation %q", conv)
-	}
-	switch typ {
-	case pimv1.MessageType_MESSAGE_TYPE_TEXT:
-		if !utf8.Valid(body) {
-			return "", errors.New("core: text body is not valid UTF-8")
-		}
-	case pimv1.MessageType_MESSAGE_TYPE_BINARY:
-	default:
-		return "", fmt.Errorf("core: message type %v cannot be sent", typ)
-	}
-	if len(body) == 0 || len(body) > MaxBody {
-		return "", fmt.Errorf("core: body must be 1-%d bytes, got %d", MaxBody, len(body))
+	if err := checkMessage(conv, typ, body); err != nil {
+		return "", err
 	}
 	id := c.NewID()
 	for c.byID[id] != nil { // only with a broken Rand
 		id = c.NewID()
 	}
+	return c.enqueue(now, id, conv, typ, body), nil
+}
+
+// SendWithID is Send with a client_msg_id the caller chose (1-64 bytes of
+// UTF-8) instead of a random one, e.g. one a script keeps so that running
+// it again cannot store the message twice: the server stores one message
+// per (user, device, client_msg_id) and answers a repeat with the first
+// one's ack (Duplicate). If id is already in the outbox, nothing is queued
+// and id is returned, provided the entry is the same message (conv, type,
+// body); otherwise it is an error.
+func (c *Core) SendWithID(now time.Time, conv, id string, typ pimv1.MessageType, body []byte) (string, error) {
+	c.input(now)
+	defer c.pump(now)
+	if err := checkMessage(conv, typ, body); err != nil {
+		return "", err
+	}
+	if len(id) == 0 || len(id) > maxIDLen || !utf8.ValidString(id) {
+		return "", fmt.Errorf("core: client_msg_id must be 1-%d bytes of UTF-8, got %q", maxIDLen, id)
+	}
+	if e := c.byID[id]; e != nil {
+		if e.Conv != conv || e.Type != typ || !bytes.Equal(e.Body, body) {
+			return "", fmt.Errorf("core: client_msg_id %q is already in the outbox for another message", id)
+		}
+		return id, nil
+	}
+	return c.enqueue(now, id, conv, typ, body), nil
+}
+
+// checkMessage validates a message an app wants to send.
+func checkMessage(conv string, typ pimv1.MessageType, body []byte) error {
+	if !ValidConv(conv) {
+		return fmt.Errorf("core: invalid conversation %q", conv)
+	}
+	switch typ {
+	case pimv1.MessageType_MESSAGE_TYPE_TEXT:
+		if !utf8.Valid(body) {
+			return errors.New("core: text body is not valid UTF-8")
+		}
+	case pimv1.MessageType_MESSAGE_TYPE_BINARY:
+	default:
+		return fmt.Errorf("core: message type %v cannot be sent", typ)
+	}
+	if len(body) == 0 || len(body) > MaxBody {
+		return fmt.Errorf("core: body must be 1-%d bytes, got %d", MaxBody, len(body))
+	}
+	return nil
+}
+
+// enqueue appends a new outbox entry with id (not in the outbox).
+func (c *Core) enqueue(now time.Time, id, conv string, typ pimv1.MessageType, body []byte) string {
 	e := &entry{OutboxEntry: OutboxEntry{
 		ClientMsgID: id,
 		Conv:        conv,
@@ -79,7 +121,7 @@ func (c *Core) Send(now time.Time, conv string, typ pimv1.MessageType, body []by
 	c.byID[e.ClientMsgID] = e
 	c.dirtyEntry(e.ClientMsgID)
 	c.emitState(e, nil, nil)
-	return e.ClientMsgID, nil
+	return e.ClientMsgID
 }
 
 // SendTo queues a 1:1 message to user (the conversation DirectConv(User, user)).

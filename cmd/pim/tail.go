@@ -9,6 +9,9 @@ package main
 //     exit everything printed was acked (if the connection allowed it; a
 //     reconnect re-sends the ack).
 //   - Reconnects resume from the last printed user seq and the epoch.
+//
+// This is the one-shot tail on the lean client; with --data, tail_sdk.go
+// follows through the Go SDK instead.
 
 import (
 	"bufio"
@@ -40,6 +43,7 @@ func newTailCmd() *cobra.Command {
 		conn   connFlags
 		asJSON bool
 		idle   time.Duration
+		data   string
 	)
 	cmd := &cobra.Command{
 		Use:   "tail [flags]",
@@ -50,12 +54,26 @@ func newTailCmd() *cobra.Command {
 			"Events are messages, read marks (yours from any device, and a 1:1 peer's: \"read\"),\n" +
 			"messages you deleted for yourself (\"hidden\") and receipts of your messages\n" +
 			"(\"receipt\": \"delivered\" to a 1:1 peer's device, group \"read\" counts). With --json\n" +
-			"each is one object whose \"type\" is the message type (\"text\", ...) or the event's.",
-		Example: "  pim tail --token $T --device laptop\n  pim tail --token $T --json --exit-when-idle 2s",
-		Args:    cobra.NoArgs,
+			"each is one object whose \"type\" is the message type (\"text\", ...) or the event's.\n\n" +
+			"Without --data tail is one-shot: nothing is kept locally, the position is the\n" +
+			"server's (what --device acknowledged). With --data DIR tail runs the Go SDK on its\n" +
+			"local store in DIR (one DIR per user and --device) and keeps its own position\n" +
+			"there: each run prints what arrived since the last run's output, exactly once and\n" +
+			"in order, also after a run was killed or the network failed (the SDK syncs and\n" +
+			"drops duplicates; only a run killed between printing and saving its position\n" +
+			"prints those lines again). Use it on unreliable networks and in scripts that must\n" +
+			"neither miss nor repeat an event; the first run with a new DIR prints the whole\n" +
+			"timeline. It also sends what waits in DIR's outbox (pim send --data, pim chat);\n" +
+			"--exit-when-idle counts from the end of the backlog.",
+		Example: "  pim tail --token $T --device laptop\n  pim tail --token $T --json --exit-when-idle 2s\n" +
+			"  pim tail --token $T --device ci --data ./pim-ci --json --exit-when-idle 2s   # what is new since the last run",
+		Args: cobra.NoArgs,
 		RunE: runE(func(cmd *cobra.Command, _ []string) error {
 			if idle < 0 {
 				return usagef("--exit-when-idle must not be negative")
+			}
+			if data != "" {
+				return runTailSDK(cmd.Context(), &conn, data, asJSON, idle, cmd.OutOrStdout(), cmd.ErrOrStderr())
 			}
 			opts, err := conn.options(cmd.ErrOrStderr(), os.Getenv)
 			if err != nil {
@@ -73,6 +91,7 @@ func newTailCmd() *cobra.Command {
 	conn.register(cmd.Flags())
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object per event")
 	cmd.Flags().DurationVar(&idle, "exit-when-idle", 0, "exit (status 0) after this long with nothing new (0: follow forever)")
+	cmd.Flags().StringVar(&data, "data", "", "follow through the SDK's local store in this directory (one per user and device), keeping the position there: each run prints what is new since the last")
 	return cmd
 }
 

@@ -25,7 +25,18 @@ import (
 //	go test -run '^$' -bench Pipeline -count 6 ./internal/e2e
 func BenchmarkPipeline(b *testing.B) {
 	for _, fsync := range []string{server.FsyncAlways, server.FsyncOff} {
-		b.Run("fsync="+fsync, func(b *testing.B) { benchPipeline(b, 64, fsync, false) })
+		b.Run("fsync="+fsync, func(b *testing.B) { benchPipeline(b, 64, 1, fsync, false) })
+	}
+}
+
+// BenchmarkPipelineWindow is BenchmarkPipeline (fsync=always, 64 senders)
+// with each sender keeping 1 or 8 sends in flight (pipelined, as the SDK
+// and pim bench e2e do).
+//
+//	go test -run '^$' -bench PipelineWindow -count 6 ./internal/e2e
+func BenchmarkPipelineWindow(b *testing.B) {
+	for _, w := range []int{1, 8} {
+		b.Run(fmt.Sprintf("window=%d", w), func(b *testing.B) { benchPipeline(b, 64, w, server.FsyncAlways, false) })
 	}
 }
 
@@ -36,11 +47,11 @@ func BenchmarkPipeline(b *testing.B) {
 //	go test -run '^$' -bench PipelineReadState -count 6 ./internal/e2e
 func BenchmarkPipelineReadState(b *testing.B) {
 	for _, off := range []bool{false, true} {
-		b.Run(fmt.Sprintf("readstate=%v", !off), func(b *testing.B) { benchPipeline(b, 64, server.FsyncAlways, off) })
+		b.Run(fmt.Sprintf("readstate=%v", !off), func(b *testing.B) { benchPipeline(b, 64, 1, server.FsyncAlways, off) })
 	}
 }
 
-func benchPipeline(b *testing.B, senders int, fsync string, noReadState bool) {
+func benchPipeline(b *testing.B, senders, window int, fsync string, noReadState bool) {
 	dir := b.TempDir()
 	srv, err := server.Start(server.Config{DataDir: dir, TCPAddr: "127.0.0.1:0", Fsync: fsync, NoReadState: noReadState})
 	if err != nil {
@@ -70,7 +81,7 @@ func benchPipeline(b *testing.B, senders int, fsync string, noReadState bool) {
 		b.Fatal(err)
 	}
 	per := (b.N + senders - 1) / senders
-	tr := bench.NewTraffic(bench.TrafficConfig{Window: 1, Size: 128, Limit: uint64(per)},
+	tr := bench.NewTraffic(bench.TrafficConfig{Window: window, Size: 128, Limit: uint64(per)},
 		conns[:senders], conns[senders:],
 		func(i int) bench.SendFields { return bench.SendFields{ToUser: users[senders+i], Type: 1} },
 		func(i int) []int { return []int{i} })

@@ -71,7 +71,27 @@ var (
 	ErrGroupTooLarge = errors.New("store: group too large")
 	// ErrClosed: the store was closed.
 	ErrClosed = errors.New("store: closed")
+	// ErrPredecessorFailed: a pipelined send was not stored because the send
+	// before it in its chain failed (see SendAsync). Retryable.
+	ErrPredecessorFailed = errors.New("store: an earlier send of the pipeline failed")
 )
+
+// Refusal reports whether err is a definitive refusal of a write (the
+// request itself is wrong or not allowed; retrying it cannot succeed), as
+// opposed to a failure that may pass (contract 10). A send after a refused
+// one in a chain is still sequenced.
+func Refusal(err error) bool {
+	return errors.Is(err, ErrNotMember) || errors.Is(err, ErrNotFound) ||
+		errors.Is(err, ErrExists) || errors.Is(err, ErrGroupTooLarge)
+}
+
+// Pending is a send handed to the store by SendAsync.
+type Pending interface {
+	// Wait returns the send's answer, as Send would, once it is durable or
+	// failed, or ctx's error if ctx ends first (which does NOT mean nothing
+	// was written). It may be called more than once.
+	Wait(ctx context.Context) (Result, error)
+}
 
 // SendRequest is one message to sequence and store.
 type SendRequest struct {
@@ -162,6 +182,13 @@ type Store interface {
 	// of every member of req.Conv. ErrNotMember if the sender is not a member;
 	// ErrNotFound if the group does not exist.
 	Send(ctx context.Context, req SendRequest) (Result, error)
+	// SendAsync is Send without waiting: it hands req to the store and
+	// returns at once (it may block while the store's queue is full). after
+	// is nil or the Pending of the caller's previous send (contract 10:
+	// order, and nothing stored after a send that failed). ctx bounds the
+	// send like Send's: a send whose ctx is done before it is sequenced
+	// writes nothing.
+	SendAsync(ctx context.Context, req SendRequest, after Pending) Pending
 
 	// CreateGroup creates ch.Group with ch.Actor as owner and ch.Users as
 	// members (duplicates ignored). ErrExists if the id is taken.

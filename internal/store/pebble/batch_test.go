@@ -321,3 +321,38 @@ func TestReadsSeeOnlyPublished(t *testing.T) {
 		t.Fatalf("head after the send returned: %d %v", h, err)
 	}
 }
+
+// TestPipelineStopsAtFailedCommit: a chain of SendAsync calls whose first
+// send is taken back by a failed commit stores nothing after it, even in a
+// later batch that commits (contract 10).
+func TestPipelineStopsAtFailedCommit(t *testing.T) {
+	g := openGated(t)
+	ctx := t.Context()
+	req := func(id string) store.SendRequest {
+		return store.SendRequest{Conv: "d:a:b", Sender: "a", Device: "d", ClientMsgID: id, MsgID: "m" + id, Body: []byte(id)}
+	}
+	p1 := g.s.SendAsync(ctx, req("1"), nil)
+	if n := <-g.entered; n != 1 {
+		t.Fatalf("first batch has %d ops", n)
+	}
+	p2 := g.s.SendAsync(ctx, req("2"), p1) // queued behind the commit in progress
+	boom := errors.New("disk on fire")
+	g.release <- boom
+	if _, err := p1.Wait(ctx); !errors.Is(err, boom) {
+		t.Fatalf("send 1: %v, want the commit error", err)
+	}
+	p3 := g.s.SendAsync(ctx, req("3"), p2)
+	for i, p := range []store.Pending{p2, p3} {
+		if res, err := p.Wait(ctx); !errors.Is(err, store.ErrPredecessorFailed) {
+			t.Fatalf("send %d after the failed one: %v %v", i+2, err, res.Message)
+		}
+	}
+	// A new chain goes on; the failed sends are not duplicates.
+	p := g.s.SendAsync(ctx, req("2"), nil)
+	<-g.entered
+	g.release <- nil
+	if res, err := p.Wait(ctx); err != nil || res.Duplicate || res.Message.Seq != 1 {
+		t.Fatalf("retry on a new chain: %v %v", err, res.Message)
+	}
+	storetest.CheckConsistent(t, g.s, []string{"d:a:b"}, []string{"a", "b"})
+}

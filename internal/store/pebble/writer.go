@@ -18,6 +18,14 @@
 //     own writes and no reader sees a batch that is not durable.
 //   - An op is answered exactly once, by closing its done channel after its
 //     res and err are set.
+//   - Pipelined sends (SendAsync, contract 10): ops enter the queue in the
+//     order of the calls, and the writer takes them in that order, so an
+//     op's predecessor in its chain was answered before it was queued
+//     (failed at the door) or was applied before it, in this batch or an
+//     earlier one whose commit finished. The writer fails an op, writing
+//     nothing, when its predecessor's err is set and not a refusal; an op
+//     that a failed commit takes back has its err set before any later
+//     batch starts, so the chain stops there too.
 package pebblestore
 
 import (
@@ -77,10 +85,53 @@ type op struct {
 	ch   store.GroupChange
 	read *pimv1.ReadSync // MarkRead: user, device, conv and the requested seq
 	args opArgs
+	// after is the op before this one in its SendAsync chain (nil if none);
+	// the writer reads it, then drops it (no chain of ops kept alive).
+	after *op
+	// writerDone is the store's, for Wait.
+	writerDone <-chan struct{}
 
 	res  store.Result
 	err  error
 	done chan struct{}
+}
+
+// Wait answers an op handed over by SendAsync. See store.Pending.
+func (o *op) Wait(ctx context.Context) (store.Result, error) {
+	select {
+	case <-o.done:
+		return o.res, o.err
+	default:
+	}
+	select {
+	case <-o.done:
+		return o.res, o.err
+	case <-o.writerDone:
+		// The writer closes done before writerDone, so this check is exact.
+		select {
+		case <-o.done:
+			return o.res, o.err
+		default:
+			return store.Result{}, store.ErrClosed
+		}
+	case <-ctx.Done():
+		select {
+		case <-o.done:
+			return o.res, o.err
+		default:
+			// The op may still be committed: a retry with the same client
+			// msg id finds it.
+			return store.Result{}, ctx.Err()
+		}
+	}
+}
+
+// failed answers o at once with err (it never reached the writer).
+func (o *op) failed(err error) *op {
+	o.after = nil
+	o.err = err
+	close(o.done)
+	return o
 }
 
 // submit hands o to the writer and waits for its answer.
@@ -235,6 +286,15 @@ func (w *writer) commit(ops []*op) {
 	w.pend.clear()
 	w.batchErr = nil
 	for _, o := range ops {
+		if a := o.after; a != nil {
+			// The predecessor was answered or applied before o (it was queued
+			// first; an earlier op of this batch has its err set by now).
+			o.after = nil
+			if a.err != nil && !store.Refusal(a.err) {
+				o.err = fmt.Errorf("pebble store: send: %w", store.ErrPredecessorFailed)
+				continue
+			}
+		}
 		if err := o.ctx.Err(); err != nil {
 			o.err = err // abandoned before it was sequenced: write nothing
 			continue
@@ -799,6 +859,45 @@ func (s *Store) Send(ctx context.Context, req store.SendRequest) (store.Result, 
 	// The writer may still read the request after we return on ctx.Done.
 	req.Body = slices.Clone(req.Body)
 	return s.submit(ctx, &op{kind: opSend, send: req})
+}
+
+// SendAsync hands one message to the writer without waiting. See
+// store.Store and contract 10: the ops channel keeps the calls' order, and
+// the writer fails an op whose predecessor failed other than by a refusal.
+func (s *Store) SendAsync(ctx context.Context, req store.SendRequest, after store.Pending) store.Pending {
+	o := &op{kind: opSend, ctx: ctx, writerDone: s.writerDone, done: make(chan struct{})}
+	if a, ok := after.(*op); ok {
+		o.after = a
+	}
+	err := validConv(req.Conv)
+	if err == nil {
+		err = validUser(req.Sender)
+	}
+	if err == nil {
+		err = validDevice(req.Device)
+	}
+	if err != nil {
+		return o.failed(fmt.Errorf("pebble store: send: %w", err))
+	}
+	if err := ctx.Err(); err != nil {
+		return o.failed(err)
+	}
+	select {
+	case <-s.quit:
+		return o.failed(store.ErrClosed)
+	default:
+	}
+	// The writer reads the request after we return.
+	req.Body = slices.Clone(req.Body)
+	o.send = req
+	select {
+	case s.ops <- o:
+		return o
+	case <-s.quit:
+		return o.failed(store.ErrClosed)
+	case <-ctx.Done():
+		return o.failed(ctx.Err())
+	}
 }
 
 // CreateGroup creates a group. See store.Store.

@@ -165,6 +165,24 @@ func (st *memState) appendMsg(msg *pimv1.Message, recipients []string) store.Res
 	return res
 }
 
+// modelPending is the model's answer to SendAsync: the model sends at once.
+type modelPending struct {
+	res store.Result
+	err error
+}
+
+func (p *modelPending) Wait(context.Context) (store.Result, error) { return p.res, p.err }
+
+// SendAsync sends at once (the model has no queue); a chain keeps its rule:
+// nothing is stored after a send that failed other than by a refusal.
+func (m *memStore) SendAsync(ctx context.Context, req store.SendRequest, after store.Pending) store.Pending {
+	if a, ok := after.(*modelPending); ok && a.err != nil && !store.Refusal(a.err) {
+		return &modelPending{err: fmt.Errorf("model: send: %w", store.ErrPredecessorFailed)}
+	}
+	res, err := m.Send(ctx, req)
+	return &modelPending{res: res, err: err}
+}
+
 func (m *memStore) Send(ctx context.Context, req store.SendRequest) (store.Result, error) {
 	if store.ValidateConv(req.Conv) != nil || !store.ValidID(req.Sender) {
 		return store.Result{}, errModelInvalid

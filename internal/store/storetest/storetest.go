@@ -60,6 +60,7 @@ func Run(t *testing.T, open func(t *testing.T, dir string) store.Store) {
 		{"Idempotent", testIdempotent},
 		{"IdempotentConcurrent", testIdempotentConcurrent},
 		{"DedupPerDevice", testDedupPerDevice},
+		{"Pipelined", testPipelined},
 		{"IdempotentGroupChanges", testIdempotentGroupChanges},
 		{"ReadPositions", testReadPositions},
 		{"ConcurrentGapFree", testConcurrentGapFree},

@@ -52,6 +52,7 @@ type fakeLogic struct {
 
 	timelineCalls atomic.Int64
 	sessionCalls  atomic.Int64
+	inflight      atomic.Int64 // SendAsync goroutines running
 
 	mu        sync.Mutex
 	timelines map[string][]*pimv1.Event
@@ -122,6 +123,47 @@ func (l *fakeLogic) Send(ctx context.Context, user, device string, req *pimv1.Se
 		l.bus.Publish(u, ev)
 	}
 	return &pimv1.SendAck{ClientMsgId: req.ClientMsgId, Conv: store.DirectConv(user, req.ToUser), Seq: uint64(n)}, nil
+}
+
+// fakePending is a send of the fake in flight: a goroutine per send, which
+// waits for the send before it in the chain (so a chain is applied in
+// order) and applies nothing after a send that failed with a retryable code
+// (the store's contract 10).
+type fakePending struct {
+	done chan struct{}
+	ack  *pimv1.SendAck
+	err  error
+}
+
+func (p *fakePending) Wait(ctx context.Context) (*pimv1.SendAck, error) {
+	select {
+	case <-p.done:
+		return p.ack, p.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (l *fakeLogic) SendAsync(ctx context.Context, user, device string, req *pimv1.SendReq, after store.Future[*pimv1.SendAck]) (store.Future[*pimv1.SendAck], error) {
+	if req.ToUser == "" {
+		return nil, errcode.New(pimv1.ErrorCode_ERROR_CODE_BAD_REQUEST, "missing to_user") // validation: at once
+	}
+	p := &fakePending{done: make(chan struct{})}
+	prev, _ := after.(*fakePending)
+	l.inflight.Add(1)
+	go func() {
+		defer l.inflight.Add(-1)
+		defer close(p.done)
+		if prev != nil {
+			<-prev.done
+			if prev.err != nil && retryable(errcode.Code(prev.err)) {
+				p.err = errcode.New(pimv1.ErrorCode_ERROR_CODE_UNAVAILABLE, "an earlier send failed")
+				return
+			}
+		}
+		p.ack, p.err = l.Send(ctx, user, device, req)
+	}()
+	return p, nil
 }
 
 func (l *fakeLogic) Ack(_ context.Context, user, device string, seq uint64) (uint64, error) {

@@ -53,6 +53,7 @@ import (
 
 	"github.com/pim-project/pim/internal/admission"
 	"github.com/pim-project/pim/internal/bus"
+	"github.com/pim-project/pim/internal/store"
 	"github.com/pim-project/pim/internal/wire"
 	pimv1 "github.com/pim-project/pim/proto/pim/v1"
 )
@@ -95,7 +96,12 @@ const silenceFactor = 2.5
 type Logic interface {
 	Epoch() string
 	Session(ctx context.Context, user, device string) (cursor, head uint64, err error)
-	Send(ctx context.Context, user, device string, req *pimv1.SendReq) (*pimv1.SendAck, error)
+	// SendAsync validates a send (its errors are returned at once, nothing
+	// stored) and hands it to the store without waiting for the commit;
+	// Wait gives the ack after the commit. after is nil or the caller's
+	// previous pending send: the store keeps their order and stores nothing
+	// after a send that failed with a retryable error (logic.SendAsync).
+	SendAsync(ctx context.Context, user, device string, req *pimv1.SendReq, after store.Future[*pimv1.SendAck]) (store.Future[*pimv1.SendAck], error)
 	Ack(ctx context.Context, user, device string, userSeq uint64) (uint64, error)
 	Timeline(ctx context.Context, user string, after uint64, limit int) ([]*pimv1.Event, uint64, error)
 	Sync(ctx context.Context, user, device string, req *pimv1.SyncReq) (*pimv1.SyncResp, error)

@@ -4,14 +4,20 @@
 // Invariants of this file:
 //   - The reader goroutine (run) owns the session: it alone reads frames,
 //     calls Logic for requests, and ends the session (end), after which no
-//     goroutine of the session is left and no Notify reaches it.
+//     goroutine of the session is left (end waits for the pump and the
+//     completer of pipelined sends) and no Notify reaches it.
 //   - The first frame must be a valid Hello; until Welcome nothing else is
 //     answered. After it, user and device are the token's subject and the
 //     Hello's device id, for every call: no request can name another actor.
-//   - Requests are processed one at a time in the order received, and their
-//     answers are queued in that order, so responses leave in request order
-//     and a connection's sends reach the store in order (sender FIFO). Many
-//     connections call Logic concurrently (one reader goroutine each).
+//   - Requests are processed in the order received, and their answers are
+//     queued in that order, so responses leave in request order and a
+//     connection's sends reach the store in order (sender FIFO). Requests
+//     are processed one at a time, except consecutive SendReqs: they are
+//     pipelined (sendpipe.go), up to MaxPipelinedSends handed to the store
+//     before the first is committed, answered in order by the session's
+//     completer; any other request waits until the sends before it are
+//     answered. Many connections call Logic concurrently (one reader
+//     goroutine each).
 //   - Welcome is the first frame written; after a fatal Error or a GoAway
 //     nothing else is answered and the connection is closed once they are
 //     written. PushAcks are applied even then, before the close.
@@ -22,10 +28,13 @@
 //     a fatal RATE_LIMITED/UNAVAILABLE Error carrying a retry_after; a send
 //     over its per-user or per-IP rate, or while the pipeline sheds, reaches
 //     no Logic call (nothing is stored) and gets a fatal Error with a
-//     retry_after (refuseSend: no send pipelined behind it may be stored
-//     first); a group change or read mark refused gets the same Error, not
-//     fatal. Every write admitted to the pipeline is ended in it
-//     (BeginSend/EndSend pair up).
+//     retry_after, after the answers of the sends before it (refuseSend: no
+//     send pipelined behind it may be stored first; a send that fails in
+//     the store with a retryable code ends the session the same way, and
+//     the store stores none of the sends chained behind it: sendpipe.go);
+//     a group change or read mark refused gets the same Error, not fatal.
+//     Every write admitted to the pipeline is ended in it (BeginSend/EndSend
+//     pair up).
 package gateway
 
 import (
@@ -87,6 +96,7 @@ type session struct {
 
 	ackMu  sync.Mutex     // serializes Logic.Ack calls of the reader and the pump
 	pumpWG sync.WaitGroup // the pump goroutine, if running
+	sendWG sync.WaitGroup // the completer of pipelined sends, if running (sendpipe.go)
 
 	mu              sync.Mutex
 	state           sessionState
@@ -109,6 +119,11 @@ type session struct {
 	kick       chan struct{}  // made by a pump that waits for a catch-up slot; see push.go
 	pendingAck uint64         // highest PushAck received
 	appliedAck uint64         // highest PushAck handed to Logic.Ack
+	// Pipelined sends (sendpipe.go).
+	sends      []inflightSend               // handed to Logic, not answered yet, in order
+	lastSend   store.Future[*pimv1.SendAck] // the chain's last send (nil when all are answered)
+	completing bool                         // the completer goroutine runs
+	sendCond   sync.Cond                    // on mu: sends shrank
 }
 
 var _ interface {
@@ -122,8 +137,10 @@ func newSession(g *Gateway, t transport, remote, transport string) *session {
 	if h, _, err := net.SplitHostPort(remote); err == nil {
 		ip = h
 	}
-	return &session{g: g, t: t, id: hex.EncodeToString(b[:]), remote: remote, ip: ip, transport: transport,
+	s := &session{g: g, t: t, id: hex.EncodeToString(b[:]), remote: remote, ip: ip, transport: transport,
 		start: time.Now(), ctx: g.base}
+	s.sendCond.L = &s.mu
+	return s
 }
 
 // run serves the connection until it ends, then releases everything.
@@ -147,14 +164,18 @@ func (s *session) serve() (how endHow) {
 		}
 		f := new(pimv1.Frame) // not reused: an idle session holds no frame
 		if err := s.t.readFrame(f, deadline); err != nil {
+			if welcomed {
+				s.drainSends() // their answers go first (or the end waits for them)
+			}
 			return s.readFailed(err, welcomed)
 		}
 		s.g.m.frameIn(f)
 
 		s.mu.Lock()
-		if s.state == stateClosing {
-			// GoAway or fatal Error queued: nothing more is answered, but
-			// acks still count (applied in end).
+		if s.state == stateClosing || s.goAwayPending != nil {
+			// GoAway or fatal Error queued (or a GoAway waits for the sends in
+			// flight): nothing more is answered, but acks still count
+			// (applied in end).
 			if pa := f.GetPushAck(); pa != nil && welcomed && pa.UserSeq > s.pendingAck {
 				s.pendingAck = pa.UserSeq
 			}
@@ -288,29 +309,18 @@ func (s *session) onRequest(f *pimv1.Frame) (endHow, bool) {
 	}
 	// Acks received before this request are applied before it is answered.
 	s.flushAck()
+	if sr, ok := f.Body.(*pimv1.Frame_SendReq); ok {
+		return s.onSend(id, sr.SendReq) // pipelined (sendpipe.go)
+	}
+	// Any other request is handled once the sends before it are answered.
+	if !s.drainSends() {
+		return 0, false // one of them ended the session
+	}
 	if how, closed, ok := s.onReadState(id, f); ok {
 		return how, closed
 	}
 	l := s.g.cfg.Logic
 	switch b := f.Body.(type) {
-	case *pimv1.Frame_SendReq:
-		begin, d := s.admitSend()
-		if !d.OK {
-			return s.refuseSend(id, refusalError(d), d.Reason)
-		}
-		ack, err := l.Send(s.ctx, s.user, s.device, b.SendReq)
-		s.endSend(begin)
-		if err == nil && ack == nil {
-			err = errNilResult
-		}
-		if err != nil {
-			if e := errcode.Proto(err); retryable(e.Code) {
-				s.logErr("send", err)
-				return s.refuseSend(id, e, "")
-			}
-			return s.replyErr(id, "send", err)
-		}
-		return s.reply(&pimv1.Frame{RequestId: id, Body: &pimv1.Frame_SendAck{SendAck: ack}})
 	case *pimv1.Frame_SyncReq:
 		s.onClientAck(b.SyncReq.GetAfterUserSeq())
 		resp, err := l.Sync(s.ctx, s.user, s.device, b.SyncReq)
@@ -383,18 +393,6 @@ func (s *session) onRequest(f *pimv1.Frame) (endHow, bool) {
 
 var errNilResult = errors.New("gateway: logic returned neither a result nor an error")
 
-// admitSend asks admission control about a send: the per-user and per-IP
-// rates, then the pipeline. When OK, the caller must call endSend(begin).
-func (s *session) admitSend() (begin time.Time, d admission.Decision) {
-	if s.g.admit == nil {
-		return time.Time{}, admission.Decision{OK: true}
-	}
-	if d := s.g.admit.Send(time.Now(), s.user, s.ip); !d.OK {
-		return time.Time{}, d
-	}
-	return s.admitPipeline()
-}
-
 // admitPipeline asks the pipeline's shedder about one more write.
 func (s *session) admitPipeline() (begin time.Time, d admission.Decision) {
 	if s.g.admit == nil {
@@ -404,7 +402,7 @@ func (s *session) admitPipeline() (begin time.Time, d admission.Decision) {
 	return begin, s.g.admit.BeginSend(begin)
 }
 
-// endSend ends a write admitted by admitSend or admitPipeline.
+// endSend ends a write admitted by admitPipeline.
 func (s *session) endSend(begin time.Time) {
 	if s.g.admit != nil {
 		s.g.admit.EndSend(begin, time.Now())
@@ -457,12 +455,7 @@ func (s *session) refuseHello(id uint64, d admission.Decision) endHow {
 func (s *session) endRequest() {
 	s.mu.Lock()
 	s.busy = false
-	if ga := s.goAwayPending; ga != nil {
-		s.goAwayPending = nil
-		if s.state != stateClosing {
-			s.closeLocked(ga, closeGoingAway)
-		}
-	}
+	s.goAwayIfIdleLocked()
 	s.mu.Unlock()
 }
 
@@ -549,8 +542,8 @@ func (s *session) goAway(ga *pimv1.GoAway) {
 	if s.state == stateClosing || s.goAwayPending != nil {
 		return
 	}
-	if s.busy {
-		s.goAwayPending = f
+	if s.busy || len(s.sends) > 0 {
+		s.goAwayPending = f // queued once they are answered
 		return
 	}
 	s.closeLocked(f, closeGoingAway)
@@ -579,6 +572,7 @@ func (s *session) end(how endHow) {
 	if how == endAbort {
 		s.t.abort()
 	}
+	s.sendWG.Wait() // the sends in flight are answered (nothing is queued now)
 	s.pumpWG.Wait()
 	s.flushAck()
 	s.mu.Lock()

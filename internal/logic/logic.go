@@ -119,6 +119,22 @@ func (s *Service) MaxGroupSize() int { return s.maxGrp }
 // (user, device), publishes it to every recipient, and returns its ack. A
 // resend with the same client_msg_id returns the original ack.
 func (s *Service) Send(ctx context.Context, user, device string, req *pimv1.SendReq) (*pimv1.SendAck, error) {
+	p, err := s.SendAsync(ctx, user, device, req, nil)
+	if err != nil {
+		return nil, err
+	}
+	return p.Wait(ctx)
+}
+
+// SendAsync is Send for a pipeline: it validates and authorizes the send
+// (those errors are returned at once, nothing handed to the store) and
+// hands it to the store without waiting for its commit (store.SendAsync).
+// after is nil or the pending send that the caller handed over before this
+// one (from this Service): the store keeps their order, and stores this one
+// only if after was stored or refused (store contract 10). The returned
+// pending's Wait gives the ack (or the error) as Send would, after the
+// commit; the events are published once, when it is answered.
+func (s *Service) SendAsync(ctx context.Context, user, device string, req *pimv1.SendReq, after store.Future[*pimv1.SendAck]) (store.Future[*pimv1.SendAck], error) {
 	start := s.now()
 	conv, err := s.sendTarget(user, req)
 	if err != nil {
@@ -127,25 +143,61 @@ func (s *Service) Send(ctx context.Context, user, device string, req *pimv1.Send
 	if err := s.validateSend(req); err != nil {
 		return nil, err
 	}
-	res, err := s.st.Send(ctx, store.SendRequest{
+	var prev store.Pending
+	if a, ok := after.(*pendingSend); ok {
+		prev = a.p
+	}
+	p := s.st.SendAsync(ctx, store.SendRequest{
 		Conv: conv, Sender: user, Device: device, ClientMsgID: req.ClientMsgId,
 		MsgID: s.ids.next(start), Type: req.Type, Body: req.Body,
 		ClientTime: req.ClientTime, ServerTime: start.UnixMilli(), ClientSeq: req.ClientSeq,
-	})
-	if err != nil {
+	}, prev)
+	return &pendingSend{s: s, p: p, cmid: req.ClientMsgId, start: start}, nil
+}
+
+// pendingSend is a send handed to the store, waiting for its commit.
+type pendingSend struct {
+	s     *Service
+	p     store.Pending
+	cmid  string
+	start time.Time
+
+	mu       sync.Mutex
+	answered bool // the store answered; ack, err are final and published
+	ack      *pimv1.SendAck
+	err      error
+}
+
+// Wait returns the send's ack once its commit is durable, or its error.
+func (p *pendingSend) Wait(ctx context.Context) (*pimv1.SendAck, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.answered {
+		return p.ack, p.err
+	}
+	res, err := p.p.Wait(ctx)
+	if err != nil && ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+		// Our wait ended, not (necessarily) the send: ask again later.
 		return nil, storeErr(err, "send")
 	}
+	p.answered = true
+	if err != nil {
+		p.err = storeErr(err, "send")
+		return nil, p.err
+	}
+	s := p.s
 	s.publish(res)
 	m := res.Message
 	s.m.sent.Inc()
 	if res.Duplicate {
 		s.m.dups.Inc()
 	}
-	s.m.sendSeconds.Observe(s.now().Sub(start).Seconds())
-	return &pimv1.SendAck{
-		ClientMsgId: req.ClientMsgId, Conv: m.Conv, Seq: m.Seq, MsgId: m.MsgId,
+	s.m.sendSeconds.Observe(s.now().Sub(p.start).Seconds())
+	p.ack = &pimv1.SendAck{
+		ClientMsgId: p.cmid, Conv: m.Conv, Seq: m.Seq, MsgId: m.MsgId,
 		ServerTime: m.ServerTime, Duplicate: res.Duplicate,
-	}, nil
+	}
+	return p.ack, nil
 }
 
 // sendTarget returns the conversation a SendReq goes to, checking that user may

@@ -85,13 +85,17 @@ func Refusal(err error) bool {
 		errors.Is(err, ErrExists) || errors.Is(err, ErrGroupTooLarge)
 }
 
-// Pending is a send handed to the store by SendAsync.
-type Pending interface {
-	// Wait returns the send's answer, as Send would, once it is durable or
-	// failed, or ctx's error if ctx ends first (which does NOT mean nothing
+// Future is an answer to come: a write handed over without waiting.
+type Future[T any] interface {
+	// Wait returns the answer once it is there (for a write: durable or
+	// failed), or ctx's error if ctx ends first (which does NOT mean nothing
 	// was written). It may be called more than once.
-	Wait(ctx context.Context) (Result, error)
+	Wait(ctx context.Context) (T, error)
 }
+
+// Pending is a send handed to the store by SendAsync; Wait answers as Send
+// would.
+type Pending = Future[Result]
 
 // SendRequest is one message to sequence and store.
 type SendRequest struct {

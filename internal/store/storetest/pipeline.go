@@ -36,7 +36,7 @@ func testPipelined(t *testing.T, open Opener) {
 	for i := range 20 {
 		add(ctx, e.req(conv, "a", "d1", fmt.Sprint("p", i), fmt.Sprint("m", i)), "ok")
 	}
-	add(ctx, e.req(conv, "a", "d1", "p5", "resend of p5"), "dup:5")   // in flight, or just stored
+	add(ctx, e.req(conv, "a", "d1", "p5", "resend of p5"), "dup:5")    // in flight, or just stored
 	add(ctx, e.req(conv, "a", "d1", "p19", "resend of p19"), "dup:19") // in flight
 	add(ctx, e.req("g:club", "a", "d1", "g1", "not a member"), "refused")
 	add(ctx, e.req(conv, "a", "d1", "p20", "after a refusal"), "ok")

@@ -276,6 +276,31 @@ func TestShedderDepth(t *testing.T) {
 	}
 }
 
+// Pipelined sends are admitted only while the pipeline is at most half
+// full, so that they leave the rest to first sends of other sessions; they
+// count like any other.
+func TestShedderPipelined(t *testing.T) {
+	s := NewShedder(ShedConfig{MaxInflight: 4, Target: -1})
+	if !s.BeginPipelined(t0) || !s.BeginPipelined(t0) {
+		t.Fatal("pipelined send refused below half the bound")
+	}
+	if s.BeginPipelined(t0) {
+		t.Fatal("pipelined send admitted at half the bound")
+	}
+	if !s.Begin(t0) || !s.Begin(t0) {
+		t.Fatal("first send refused below the bound")
+	}
+	if s.Begin(t0) || s.BeginPipelined(t0) {
+		t.Fatal("send admitted past MaxInflight")
+	}
+	for range 3 {
+		s.End(t0, t0.Add(time.Millisecond))
+	}
+	if n, _ := s.State(t0); n != 1 || !s.BeginPipelined(t0) {
+		t.Fatalf("%d in flight; a pipelined send refused below half the bound", n)
+	}
+}
+
 func TestShedderLatency(t *testing.T) {
 	// Each case calls in time order, as a real pipeline does. Target 50 ms:
 	// new sessions shed from 25 ms, sends from 200 ms; windows of 100 ms.

@@ -199,7 +199,14 @@ func (c *Controller) BeginSend(now time.Time) Decision {
 	return Decision{Reason: ReasonOverload, RetryAfter: c.shedRetry()}
 }
 
-// EndSend ends a send admitted by BeginSend at begin.
+// BeginPipelinedSend admits a send pipelined behind sends of the same
+// connection still in flight (Shedder.BeginPipelined); false: the caller
+// waits for its own sends, then asks BeginSend. End it with EndSend.
+func (c *Controller) BeginPipelinedSend(now time.Time) bool {
+	return c.shed == nil || c.shed.BeginPipelined(now)
+}
+
+// EndSend ends a send admitted by BeginSend or BeginPipelinedSend at begin.
 func (c *Controller) EndSend(begin, end time.Time) {
 	if c.shed != nil {
 		c.shed.End(begin, end)

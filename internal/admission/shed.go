@@ -16,8 +16,9 @@
 // already admitted, so the queue drains and the signal clears.
 //
 // Invariants of this file:
-//   - In flight never exceeds MaxInflight: Begin refuses at the bound.
-//   - Every Begin that returned ok is matched by exactly one End (the
+//   - In flight never exceeds MaxInflight: Begin refuses at the bound;
+//     BeginPipelined (a send behind others of its session) from half of it.
+//   - Every Begin or BeginPipelined that returned ok is matched by exactly one End (the
 //     caller's duty); In flight is then back to where it was.
 //   - Logins are refused whenever sends are, from half the latency target,
 //     and above MaxInflight/2 in flight: existing sessions first.
@@ -87,6 +88,25 @@ func (s *Shedder) Begin(now time.Time) bool {
 	defer s.mu.Unlock()
 	s.tickLocked(now)
 	if s.overloaded || (s.cfg.MaxInflight > 0 && s.inflight >= s.cfg.MaxInflight) {
+		return false
+	}
+	s.inflight++
+	s.began++
+	return true
+}
+
+// BeginPipelined admits a send pipelined behind sends of the same session
+// still in flight, at now: only while the pipeline is not overloaded and at
+// most half full, so that pipelined sends never fill it and the first send
+// of another session still fits (it is refused only when more than half of
+// MaxInflight sessions send at once). When it reports false the caller
+// waits for its own sends and asks Begin. An admitted send must be ended
+// with End(begin, end).
+func (s *Shedder) BeginPipelined(now time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.tickLocked(now)
+	if s.overloaded || (s.cfg.MaxInflight > 0 && s.inflight >= (s.cfg.MaxInflight+1)/2) {
 		return false
 	}
 	s.inflight++

@@ -37,13 +37,15 @@
 //     it, so the store finds it and answers Duplicate with its seq.
 //   - Bounded: at most MaxPipelinedSends sends of a session are in flight;
 //     the reader waits for the oldest before handing over more.
-//   - Admission: every send handed over was admitted (BeginSend) and is
-//     ended (EndSend) by the completer when answered, or at once if never
-//     handed over. When the pipeline's bound refuses a send while the
-//     session has sends of its own in flight, the reader waits for those
-//     and asks again (back-pressure, as when one send at a time was the
-//     rule); only a send refused with nothing of its own in flight is
-//     refused to the client.
+//   - Admission: every send handed over was admitted (BeginSend, or
+//     BeginPipelinedSend behind sends of its session in flight) and is ended
+//     (EndSend) by the completer when answered, or at once if never handed
+//     over. A pipelined send is admitted only while the pipeline is at most
+//     half full and not overloaded; otherwise the reader waits for its own
+//     sends (back-pressure) and asks BeginSend as the session's first send
+//     in flight, which may refuse it (fatal, as before). So pipelined sends
+//     never crowd out the first send of another connection while fewer
+//     than half of MaxInflight connections send at once.
 //   - Durability: an ack is queued only when Wait answered it, after its
 //     commit; the end of the session waits for the completer (no goroutine
 //     of the session is left after end).
@@ -55,6 +57,7 @@ package gateway
 import (
 	"time"
 
+	"github.com/pim-project/pim/internal/admission"
 	"github.com/pim-project/pim/internal/errcode"
 	"github.com/pim-project/pim/internal/store"
 	pimv1 "github.com/pim-project/pim/proto/pim/v1"
@@ -82,13 +85,18 @@ func (s *session) onSend(id uint64, req *pimv1.SendReq) (endHow, bool) {
 			return s.refuseSendAfterDrain(id, refusalError(d), d.Reason)
 		}
 	}
-	begin, d := s.admitPipeline()
-	if !d.OK && s.sendsInFlight() > 0 {
-		// Our own sends hold the pipeline: wait for them and ask again.
-		if !s.drainSends() {
-			return 0, false
+	var begin time.Time
+	d := admission.Decision{OK: true}
+	if s.g.admit != nil {
+		begin = time.Now()
+		if s.sendsInFlight() == 0 || !s.g.admit.BeginPipelinedSend(begin) {
+			// The first send in flight, or the pipeline is half full: wait
+			// for our own sends (back-pressure) and ask as a first send.
+			if !s.drainSends() {
+				return 0, false
+			}
+			begin, d = s.admitPipeline()
 		}
-		begin, d = s.admitPipeline()
 	}
 	if !d.OK {
 		return s.refuseSendAfterDrain(id, refusalError(d), d.Reason)

@@ -55,6 +55,7 @@
 package gateway
 
 import (
+	"runtime/debug"
 	"time"
 
 	"github.com/pim-project/pim/internal/admission"
@@ -153,6 +154,13 @@ func (s *session) refuseSendAfterDrain(id uint64, e *pimv1.Error, reason string)
 // complete answers the sends in flight in order; it ends when none is left.
 func (s *session) complete() {
 	defer s.sendWG.Done()
+	headEnded := false // the admission of s.sends[0] was ended
+	defer func() {
+		if v := recover(); v != nil {
+			s.g.recovered(s, v, debug.Stack())
+			s.abandonSends(headEnded)
+		}
+	}()
 	for {
 		s.mu.Lock()
 		if len(s.sends) == 0 {
@@ -168,6 +176,7 @@ func (s *session) complete() {
 
 		ack, err := e.p.Wait(s.ctx)
 		s.endSend(e.begin)
+		headEnded = true
 		if err == nil && ack == nil {
 			err = errNilResult
 		}
@@ -185,12 +194,33 @@ func (s *session) complete() {
 		s.mu.Lock()
 		s.sends[0] = inflightSend{}
 		s.sends = s.sends[1:]
+		headEnded = false
 		if len(s.sends) == 0 {
 			s.sends = nil // an idle session keeps no array
 		}
 		s.sendCond.Broadcast()
 		s.mu.Unlock()
 	}
+}
+
+// abandonSends ends the session after a panic in the completer: the sends
+// still in flight get no answer (they may be stored; the client's resend is
+// deduplicated), their admissions are ended, and the reader is woken.
+func (s *session) abandonSends(headEnded bool) {
+	s.mu.Lock()
+	left := s.sends
+	if headEnded && len(left) > 0 {
+		left = left[1:]
+	}
+	s.sends, s.lastSend, s.completing = nil, nil, false
+	s.state = stateClosing
+	s.broken = true
+	s.sendCond.Broadcast()
+	s.mu.Unlock()
+	for _, e := range left {
+		s.endSend(e.begin)
+	}
+	s.t.abort()
 }
 
 // waitSends waits until at most n sends are in flight. It reports false if

@@ -80,7 +80,7 @@ func (a *admissionFlags) register(f *pflag.FlagSet) {
 	f.IntVar(&a.userSendBurst, "user-send-burst", 4000, "messages at once of one user")
 	f.Float64Var(&a.ipSendRate, "ip-send-rate", 0, "messages per second from one source IP (0: no limit)")
 	f.IntVar(&a.ipSendB, "ip-send-burst", 1000, "messages at once from one source IP")
-	f.IntVar(&a.maxInflight, "max-inflight", defaultMaxInflight, "sends and group changes in the pipeline at once; more are refused with UNAVAILABLE + retry_after (0: no bound but one per connection)")
+	f.IntVar(&a.maxInflight, "max-inflight", defaultMaxInflight, "sends and group changes in the pipeline at once; more are refused with UNAVAILABLE + retry_after (0: no bound but 32 per connection)")
 	f.DurationVar(&a.shedTarget, "shed-target", defaultShedTarget, "load shedding: while the fastest send of the last 2x this took over half of it, new connections and logins are refused; over 4x it, sends too (0: latency not watched)")
 	f.Float64Var(&a.lbsRate, "lbs-rate", 0, "clients per second the LBS sends to one node (default: --accept-rate; <0: no cap)")
 	f.IntVar(&a.lbsBurst, "lbs-burst", 0, "clients at once the LBS sends to one node (default: --accept-burst)")

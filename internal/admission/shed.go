@@ -42,7 +42,7 @@ const (
 // ShedConfig configures a Shedder.
 type ShedConfig struct {
 	// MaxInflight bounds the sends in the pipeline (0: no bound of its own;
-	// one per connection still holds).
+	// the gateway's per-connection pipeline bound still holds).
 	MaxInflight int
 	// Target is the latency above which a standing queue means overload
 	// (0: DefaultShedTarget; < 0: latency is not watched).

@@ -285,3 +285,61 @@ func TestPipelineDepthBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestShutdownWaitsForPipelinedSends: a GoAway waits for every send in
+// flight to be answered, and goes out after their acks.
+func TestShutdownWaitsForPipelinedSends(t *testing.T) {
+	g, l, _ := newTestGateway(t, nil)
+	release := make(chan struct{})
+	l.sendHook = func(ctx context.Context, _ string, req *pimv1.SendReq) error {
+		if req.ClientMsgId == "m0" {
+			<-release
+		}
+		return nil
+	}
+	c, done := pipeSession(t, g)
+	c.login("alice", "d1")
+	const n = 5
+	var frames []*pimv1.Frame
+	for i := range n {
+		f := sendReq(fmt.Sprint("m", i), "bob", "hi")
+		f.RequestId = uint64(i + 1)
+		frames = append(frames, f)
+	}
+	if err := <-writeAll(c, frames); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(failsafe)
+	for l.inflight.Load() < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d sends in flight, want %d", l.inflight.Load(), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	shut := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), failsafe)
+		defer cancel()
+		shut <- g.Shutdown(ctx)
+	}()
+	close(release)
+	var got []string
+	for _, f := range c.closed() {
+		switch {
+		case f.GetSendAck() != nil:
+			got = append(got, fmt.Sprint("ack", f.RequestId))
+		case f.GetGoAway() != nil:
+			got = append(got, "goaway")
+		case f.GetPush() != nil:
+		default:
+			t.Fatalf("unexpected %v", f)
+		}
+	}
+	if want := "[ack1 ack2 ack3 ack4 ack5 goaway]"; fmt.Sprint(got) != want {
+		t.Fatalf("got %v, want %s", got, want)
+	}
+	waitDone(t, done)
+	if err := <-shut; err != nil {
+		t.Fatal(err)
+	}
+}

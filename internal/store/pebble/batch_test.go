@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"runtime"
 	"slices"
+	"sync"
 	"testing"
 
 	"github.com/pim-project/pim/internal/store"
@@ -355,4 +356,48 @@ func TestPipelineStopsAtFailedCommit(t *testing.T) {
 		t.Fatalf("retry on a new chain: %v %v", err, res.Message)
 	}
 	storetest.CheckConsistent(t, g.s, []string{"d:a:b"}, []string{"a", "b"})
+}
+
+// TestLargeBatchPublishedAndAnnounced: a batch large enough for Pebble to
+// commit it as a flushable batch (it drops the batch's data in Commit) is
+// still published to reads and its deliveries announced.
+func TestLargeBatchPublishedAndAnnounced(t *testing.T) {
+	g := openGated(t)
+	var announced []uint64
+	var mu sync.Mutex
+	g.s.onCommit = func(ds []store.Delivery) { // only the writer calls it
+		mu.Lock()
+		defer mu.Unlock()
+		for _, d := range ds {
+			if d.User == "b" {
+				announced = append(announced, d.Event.UserSeq)
+			}
+		}
+	}
+	const n = 320
+	body := make([]byte, 60<<10) // n bodies pass memTableSize/2
+	ops := make([]func() (store.Result, error), n)
+	for i := range ops {
+		ops[i] = func() (store.Result, error) {
+			return g.s.Send(t.Context(), store.SendRequest{Conv: "d:a:b", Sender: "a", Device: "d",
+				ClientMsgID: fmt.Sprint(i), MsgID: fmt.Sprint("m", i), Body: body})
+		}
+	}
+	for i, a := range g.batch(nil, ops...) {
+		if a.err != nil {
+			t.Fatalf("send %d: %v", i, a.err)
+		}
+	}
+	evs, head, err := g.s.Timeline(t.Context(), "b", 0, n+10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if head != n || len(evs) != n {
+		t.Fatalf("read after the large batch: head %d, %d events; want %d (the view was not published)", head, len(evs), n)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(announced) != n || announced[0] != 1 || announced[n-1] != n {
+		t.Fatalf("announced %d deliveries to b, want %d in order", len(announced), n)
+	}
 }

@@ -326,7 +326,14 @@ func (w *writer) commit(ops []*op) {
 		}
 	}
 	err := w.batchErr
-	if err == nil && !b.Empty() {
+	// Whether the batch writes anything, asked before Commit: Pebble drops
+	// the data of a large batch (one it queues as a flushable) in Commit,
+	// after which b.Empty() is true although everything was written. Asking
+	// afterwards skipped the publish of the read view and the announce of a
+	// large batch's deliveries (many group messages in one batch), so the
+	// sessions were never told of them.
+	wrote := !b.Empty()
+	if err == nil && wrote {
 		if h := w.s.testHookCommit; h != nil {
 			err = h(len(ops))
 		}
@@ -345,7 +352,7 @@ func (w *writer) commit(ops []*op) {
 			o.res, o.err = store.Result{}, err
 		}
 	} else {
-		if !b.Empty() {
+		if wrote {
 			if h := w.s.testHookCommitted; h != nil {
 				h()
 			}

@@ -329,11 +329,21 @@ func (s *Store) Ack(ctx context.Context, user, device string, userSeq uint64) (u
 	if userSeq <= cur {
 		return cur, nil
 	}
-	head, err := lastSeq(v.snap, userPrefix(user))
+	// Clamp to the head in the view. An ack of an event the view holds needs
+	// no head: that event's key is found by a point read (for a recent event,
+	// in the memtable) instead of an iterator positioned across every level.
+	next := userSeq
+	ev, err := get(v.snap, userKey(user, userSeq))
 	if err != nil {
 		return 0, fmt.Errorf("pebble store: ack: %w", err)
 	}
-	next := min(userSeq, head)
+	if ev == nil {
+		head, err := lastSeq(v.snap, userPrefix(user))
+		if err != nil {
+			return 0, fmt.Errorf("pebble store: ack: %w", err)
+		}
+		next = min(userSeq, head)
+	}
 	if next <= cur {
 		return cur, nil
 	}

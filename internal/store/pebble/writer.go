@@ -136,43 +136,31 @@ func (o *op) failed(err error) *op {
 
 // submit hands o to the writer and waits for its answer.
 func (s *Store) submit(ctx context.Context, o *op) (store.Result, error) {
-	if err := ctx.Err(); err != nil {
+	if err := s.enqueue(ctx, o); err != nil {
 		return store.Result{}, err
 	}
-	o.ctx = ctx
-	o.done = make(chan struct{})
+	return o.Wait(ctx)
+}
+
+// enqueue hands o to the writer (prepared for Wait), unless ctx is done or
+// the store is closed.
+func (s *Store) enqueue(ctx context.Context, o *op) error {
+	o.ctx, o.writerDone, o.done = ctx, s.writerDone, make(chan struct{})
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	select {
 	case <-s.quit:
-		return store.Result{}, store.ErrClosed
+		return store.ErrClosed
 	default:
 	}
 	select {
 	case s.ops <- o:
+		return nil
 	case <-s.quit:
-		return store.Result{}, store.ErrClosed
+		return store.ErrClosed
 	case <-ctx.Done():
-		return store.Result{}, ctx.Err()
-	}
-	select {
-	case <-o.done:
-		return o.res, o.err
-	case <-s.writerDone:
-		// The writer closes done before writerDone, so this check is exact.
-		select {
-		case <-o.done:
-			return o.res, o.err
-		default:
-			return store.Result{}, store.ErrClosed
-		}
-	case <-ctx.Done():
-		select {
-		case <-o.done:
-			return o.res, o.err
-		default:
-			// The op may still be committed: a retry with the same client
-			// msg id finds it.
-			return store.Result{}, ctx.Err()
-		}
+		return ctx.Err()
 	}
 }
 
@@ -872,7 +860,7 @@ func (s *Store) Send(ctx context.Context, req store.SendRequest) (store.Result, 
 // store.Store and contract 10: the ops channel keeps the calls' order, and
 // the writer fails an op whose predecessor failed other than by a refusal.
 func (s *Store) SendAsync(ctx context.Context, req store.SendRequest, after store.Pending) store.Pending {
-	o := &op{kind: opSend, ctx: ctx, writerDone: s.writerDone, done: make(chan struct{})}
+	o := &op{kind: opSend, done: make(chan struct{})}
 	if a, ok := after.(*op); ok {
 		o.after = a
 	}
@@ -886,25 +874,13 @@ func (s *Store) SendAsync(ctx context.Context, req store.SendRequest, after stor
 	if err != nil {
 		return o.failed(fmt.Errorf("pebble store: send: %w", err))
 	}
-	if err := ctx.Err(); err != nil {
-		return o.failed(err)
-	}
-	select {
-	case <-s.quit:
-		return o.failed(store.ErrClosed)
-	default:
-	}
 	// The writer reads the request after we return.
 	req.Body = slices.Clone(req.Body)
 	o.send = req
-	select {
-	case s.ops <- o:
-		return o
-	case <-s.quit:
-		return o.failed(store.ErrClosed)
-	case <-ctx.Done():
-		return o.failed(ctx.Err())
+	if err := s.enqueue(ctx, o); err != nil {
+		return o.failed(err)
 	}
+	return o
 }
 
 // CreateGroup creates a group. See store.Store.

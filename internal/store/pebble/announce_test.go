@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"github.com/pim-project/pim/internal/store"
-	pebblestore "github.com/pim-project/pim/internal/store/pebble"
 	pimv1 "github.com/pim-project/pim/proto/pim/v1"
 )
 
@@ -14,23 +13,7 @@ import (
 // sent by several senders, each pipelining its sends (SendAsync chained),
 // is announced, once, in user-seq order.
 func TestOnCommitAnnouncesPipelinedGroupSends(t *testing.T) {
-	var mu sync.Mutex
-	last := map[string]uint64{}
-	var bad []string
-	s, err := pebblestore.Open(t.TempDir(), pebblestore.Options{Logger: quiet, OnCommit: func(ds []store.Delivery) {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, d := range ds {
-			if d.Event.UserSeq != last[d.User]+1 {
-				bad = append(bad, fmt.Sprintf("%s: %d after %d", d.User, d.Event.UserSeq, last[d.User]))
-			}
-			last[d.User] = d.Event.UserSeq
-		}
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s, ann := openAnnounced(t)
 	ctx := t.Context()
 	users := []string{"s0", "s1", "s2", "s3", "r0", "r1"}
 	if _, err := s.CreateGroup(ctx, store.GroupChange{Group: "g:x", Actor: "s0", Users: users[1:], MsgID: "c"}); err != nil {
@@ -62,14 +45,5 @@ func TestOnCommitAnnouncesPipelinedGroupSends(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	mu.Lock()
-	defer mu.Unlock()
-	if len(bad) > 0 {
-		t.Fatalf("%d deliveries out of order or missing, e.g. %v", len(bad), bad[:min(5, len(bad))])
-	}
-	for _, u := range users {
-		if h, _ := s.Head(ctx, u); h != last[u] {
-			t.Fatalf("%s: head %d, announced up to %d", u, h, last[u])
-		}
-	}
+	ann.check(t, s, users)
 }

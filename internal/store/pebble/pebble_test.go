@@ -121,23 +121,7 @@ func BenchmarkAck(b *testing.B) {
 // OnCommit sees every delivery once, and each user's events in user-seq
 // order, however many writers race.
 func TestOnCommitInUserSeqOrder(t *testing.T) {
-	var mu sync.Mutex
-	last := map[string]uint64{}
-	var bad []string
-	s, err := pebblestore.Open(t.TempDir(), pebblestore.Options{Logger: quiet, OnCommit: func(ds []store.Delivery) {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, d := range ds {
-			if d.Event.UserSeq != last[d.User]+1 {
-				bad = append(bad, fmt.Sprintf("%s: %d after %d", d.User, d.Event.UserSeq, last[d.User]))
-			}
-			last[d.User] = d.Event.UserSeq
-		}
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s, ann := openAnnounced(t)
 	users := []string{"a", "b", "c", "d"}
 	var wg sync.WaitGroup
 	for w := range 8 {
@@ -155,14 +139,53 @@ func TestOnCommitInUserSeqOrder(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	mu.Lock()
-	defer mu.Unlock()
-	if len(bad) > 0 {
-		t.Fatalf("out of order: %v", bad[:min(5, len(bad))])
+	ann.check(t, s, users)
+}
+
+// announced records what OnCommit announces and checks that each user's
+// events arrive once, gap-free, in user-seq order.
+type announced struct {
+	mu   sync.Mutex
+	last map[string]uint64
+	bad  []string
+}
+
+// openAnnounced opens a store whose OnCommit feeds the returned record; it
+// is closed at the end of the test.
+func openAnnounced(t *testing.T) (*pebblestore.Store, *announced) {
+	t.Helper()
+	a := &announced{last: map[string]uint64{}}
+	s, err := pebblestore.Open(t.TempDir(), pebblestore.Options{Logger: quiet, OnCommit: a.record})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, a
+}
+
+func (a *announced) record(ds []store.Delivery) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, d := range ds {
+		if d.Event.UserSeq != a.last[d.User]+1 {
+			a.bad = append(a.bad, fmt.Sprintf("%s: %d after %d", d.User, d.Event.UserSeq, a.last[d.User]))
+		}
+		a.last[d.User] = d.Event.UserSeq
+	}
+}
+
+// check fails t if an announcement was out of order, or if a user's head
+// is not the last event announced to them.
+func (a *announced) check(t *testing.T, s *pebblestore.Store, users []string) {
+	t.Helper()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.bad) > 0 {
+		t.Fatalf("%d deliveries out of order or missing, e.g. %v", len(a.bad), a.bad[:min(5, len(a.bad))])
 	}
 	for _, u := range users {
-		if h, _ := s.Head(t.Context(), u); h != last[u] {
-			t.Fatalf("%s: head %d, announced up to %d", u, h, last[u])
+		if h, _ := s.Head(t.Context(), u); h != a.last[u] {
+			t.Fatalf("%s: head %d, announced up to %d", u, h, a.last[u])
 		}
 	}
 }

@@ -167,11 +167,7 @@ func TestAppKilledResumesOutbox(t *testing.T) {
 		t.Skip("runs app processes")
 	}
 	srv := startServer(t)
-	px, err := faultproxy.New(srv.TCPAddr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer px.Close()
+	px := proxyTo(t, srv)
 	b := newDevice(t, "bob", "phone", token(t, srv, "bob"), srv.TCPAddr().String())
 	b.open()
 	cfg := appConfig{Dir: t.TempDir(), Addr: px.Addr(), Token: token(t, srv, "alice"), User: "alice",

@@ -12,17 +12,11 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/pim-project/pim/internal/faultproxy"
 )
 
 func TestFaultyNetworkEachOnceInOrder(t *testing.T) {
 	srv := startServer(t)
-	px, err := faultproxy.New(srv.TCPAddr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer px.Close()
+	px := proxyTo(t, srv)
 	px.SetLatency(15 * time.Millisecond)
 	const n = 40
 	conv := DirectConv("alice", "bob")

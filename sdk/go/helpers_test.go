@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pim-project/pim/internal/faultproxy"
 	"github.com/pim-project/pim/internal/pimproc"
 	"github.com/pim-project/pim/internal/server"
 )
@@ -59,6 +60,18 @@ func ctxT(t *testing.T) context.Context {
 }
 
 // startServer starts an in-process server on a temp dir (heartbeat 1 s).
+// proxyTo returns a fault-injecting proxy in front of srv's TCP listener,
+// closed at the end of the test.
+func proxyTo(t *testing.T, srv *server.Server) *faultproxy.Proxy {
+	t.Helper()
+	px, err := faultproxy.New(srv.TCPAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { px.Close() })
+	return px
+}
+
 func startServer(t *testing.T) *server.Server {
 	t.Helper()
 	srv, err := server.Start(server.Config{DataDir: t.TempDir(), TCPAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",

@@ -15,8 +15,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/pim-project/pim/internal/faultproxy"
 )
 
 func TestTwoUsersThreeDevicesEachOnceInOrder(t *testing.T) {
@@ -113,11 +111,7 @@ func TestTwoUsersThreeDevicesEachOnceInOrder(t *testing.T) {
 
 func TestOutboxSurvivesCloseWhileServerDown(t *testing.T) {
 	srv := startServer(t)
-	px, err := faultproxy.New(srv.TCPAddr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer px.Close()
+	px := proxyTo(t, srv)
 	px.SetRefuse(true) // the server looks down
 	const n = 12
 	a := newDevice(t, "alice", "phone", token(t, srv, "alice"), px.Addr())
@@ -156,11 +150,7 @@ func TestOutboxSurvivesCloseWhileServerDown(t *testing.T) {
 
 func TestGroupCommandsOffline(t *testing.T) {
 	srv := startServer(t)
-	px, err := faultproxy.New(srv.TCPAddr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer px.Close()
+	px := proxyTo(t, srv)
 	px.SetRefuse(true)
 	a := newDevice(t, "alice", "phone", token(t, srv, "alice"), px.Addr())
 	b := newDevice(t, "bob", "phone", token(t, srv, "bob"), srv.TCPAddr().String())
@@ -224,11 +214,7 @@ func TestGroupCommandsOffline(t *testing.T) {
 // once.
 func TestRetryFailed(t *testing.T) {
 	srv := startServer(t)
-	px, err := faultproxy.New(srv.TCPAddr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer px.Close()
+	px := proxyTo(t, srv)
 	px.SetRefuse(true)
 	a := newDevice(t, "alice", "phone", token(t, srv, "alice"), px.Addr())
 	a.tune.MaxSendAge = 200 * time.Millisecond
@@ -261,16 +247,8 @@ func TestRetryFailed(t *testing.T) {
 // gets a read receipt.
 func TestMarkReadOfflineConverges(t *testing.T) {
 	srv := startServer(t)
-	pxPhone, err := faultproxy.New(srv.TCPAddr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pxPhone.Close()
-	pxPC, err := faultproxy.New(srv.TCPAddr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pxPC.Close()
+	pxPhone := proxyTo(t, srv)
+	pxPC := proxyTo(t, srv)
 	pxPC.SetRefuse(true)
 	phone := newDevice(t, "alice", "phone", token(t, srv, "alice"), pxPhone.Addr())
 	pc := newDevice(t, "alice", "pc", token(t, srv, "alice"), pxPC.Addr())

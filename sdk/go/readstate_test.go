@@ -19,7 +19,6 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/pim-project/pim/internal/faultproxy"
 	"github.com/pim-project/pim/internal/server"
 	pimv1 "github.com/pim-project/pim/proto/pim/v1"
 )
@@ -103,11 +102,7 @@ func entry(t *testing.T, d *device, conv string) Conversation {
 
 func TestConversationListConvergesAcrossDevices(t *testing.T) {
 	srv := startServer(t)
-	px, err := faultproxy.New(srv.TCPAddr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer px.Close()
+	px := proxyTo(t, srv)
 	addr := srv.TCPAddr().String()
 	phone := newDevice(t, "alice", "phone", token(t, srv, "alice"), addr)
 	pc := newDevice(t, "alice", "pc", token(t, srv, "alice"), px.Addr())
@@ -212,11 +207,7 @@ func TestConversationListConvergesAcrossDevices(t *testing.T) {
 
 func TestHideOfflineIsReplayedOnce(t *testing.T) {
 	srv := startServer(t)
-	px, err := faultproxy.New(srv.TCPAddr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer px.Close()
+	px := proxyTo(t, srv)
 	phone := newDevice(t, "alice", "phone", token(t, srv, "alice"), px.Addr())
 	pc := newDevice(t, "alice", "pc", token(t, srv, "alice"), srv.TCPAddr().String())
 	bob := newDevice(t, "bob", "phone", token(t, srv, "bob"), srv.TCPAddr().String())

@@ -6,17 +6,11 @@ package pim
 import (
 	"strings"
 	"testing"
-
-	"github.com/pim-project/pim/internal/faultproxy"
 )
 
 func TestSendWithIDStoresOnce(t *testing.T) {
 	srv := startServer(t)
-	px, err := faultproxy.New(srv.TCPAddr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer px.Close()
+	px := proxyTo(t, srv)
 	px.SetRefuse(true) // the server looks down
 	a := newDevice(t, "alice", "phone", token(t, srv, "alice"), px.Addr())
 	b := newDevice(t, "bob", "phone", token(t, srv, "bob"), srv.TCPAddr().String())

@@ -148,12 +148,7 @@ func TestPipelinedRefusalStoresNothingAfter(t *testing.T) {
 	g, st := realGateway(t, withAdmission(admission.Config{UserSend: admission.Limit{Rate: slow, Burst: 5}}))
 	c, done := pipeSession(t, g)
 	c.login("alice", "d1")
-	var frames []*pimv1.Frame
-	for i := range 20 {
-		f := sendReq(fmt.Sprint("m", i), "bob", "hi")
-		f.RequestId = uint64(i + 1)
-		frames = append(frames, f)
-	}
+	frames := sendFrames(20)
 	werr := writeAll(c, frames)
 	for i := range 6 {
 		f := c.recvNonPush(nil)
@@ -199,20 +194,9 @@ func TestPipelineFailureStopsChain(t *testing.T) {
 	}
 	c, done := pipeSession(t, g)
 	c.login("alice", "d1")
-	var frames []*pimv1.Frame
-	for i := range 10 {
-		f := sendReq(fmt.Sprint("m", i), "bob", "hi")
-		f.RequestId = uint64(i + 1)
-		frames = append(frames, f)
-	}
+	frames := sendFrames(10)
 	werr := writeAll(c, frames)
-	deadline := time.Now().Add(failsafe)
-	for l.inflight.Load() < 10 { // all ten handed over before the first is answered
-		if time.Now().After(deadline) {
-			t.Fatalf("%d sends in flight, want 10", l.inflight.Load())
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitInflight(t, l, 10) // all ten handed over before the first is answered
 	close(release)
 	for i := range 4 {
 		f := c.recvNonPush(nil)
@@ -257,20 +241,9 @@ func TestPipelineDepthBounded(t *testing.T) {
 	c, _ := pipeSession(t, g)
 	c.login("alice", "d1")
 	const n = MaxPipelinedSends + 8
-	var frames []*pimv1.Frame
-	for i := range n {
-		f := sendReq(fmt.Sprint("m", i), "bob", "hi")
-		f.RequestId = uint64(i + 1)
-		frames = append(frames, f)
-	}
+	frames := sendFrames(n)
 	werr := writeAll(c, frames)
-	deadline := time.Now().Add(failsafe)
-	for l.inflight.Load() < MaxPipelinedSends {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d sends in flight, want %d", l.inflight.Load(), MaxPipelinedSends)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitInflight(t, l, MaxPipelinedSends)
 	time.Sleep(50 * time.Millisecond) // a negative check: no more are handed over
 	if k := l.inflight.Load(); k != MaxPipelinedSends {
 		t.Fatalf("%d sends in flight, bound %d", k, MaxPipelinedSends)
@@ -300,22 +273,11 @@ func TestShutdownWaitsForPipelinedSends(t *testing.T) {
 	c, done := pipeSession(t, g)
 	c.login("alice", "d1")
 	const n = 5
-	var frames []*pimv1.Frame
-	for i := range n {
-		f := sendReq(fmt.Sprint("m", i), "bob", "hi")
-		f.RequestId = uint64(i + 1)
-		frames = append(frames, f)
-	}
+	frames := sendFrames(n)
 	if err := <-writeAll(c, frames); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(failsafe)
-	for l.inflight.Load() < n {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d sends in flight, want %d", l.inflight.Load(), n)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitInflight(t, l, n)
 	shut := make(chan error, 1)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), failsafe)
@@ -341,5 +303,28 @@ func TestShutdownWaitsForPipelinedSends(t *testing.T) {
 	waitDone(t, done)
 	if err := <-shut; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// sendFrames returns n SendReqs to bob, ids m0..m(n-1), request ids 1..n.
+func sendFrames(n int) []*pimv1.Frame {
+	frames := make([]*pimv1.Frame, n)
+	for i := range n {
+		frames[i] = sendReq(fmt.Sprint("m", i), "bob", "hi")
+		frames[i].RequestId = uint64(i + 1)
+	}
+	return frames
+}
+
+// waitInflight polls until the fake logic has at least n sends in flight
+// (failing after failsafe).
+func waitInflight(t *testing.T, l *fakeLogic, n int64) {
+	t.Helper()
+	deadline := time.Now().Add(failsafe)
+	for l.inflight.Load() < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d sends in flight, want %d", l.inflight.Load(), n)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
